@@ -1,0 +1,397 @@
+//! Configuration: explicit settings over `VALKEY_*` environment variables over defaults, validated
+//! with messages that name the offending setting.
+
+use crate::error::{Error, Result};
+use crate::keys::Namespace;
+use std::fmt;
+use std::time::Duration;
+
+/// Default Valkey port.
+pub const DEFAULT_PORT: u16 = 6379;
+
+/// Everything a [`crate::Store`] needs, resolved and validated.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Server host name or address.
+    pub host: String,
+    /// Server TCP port.
+    pub port: u16,
+    /// Logical database (`SELECT`).
+    pub db: u32,
+    /// ACL user name (`AUTH user pass`); `None` authenticates as the default user.
+    pub username: Option<String>,
+    /// Password; never printed (see the `Debug` impl).
+    pub password: Option<String>,
+    /// Key namespace: model and parallel ranks.
+    pub namespace: Namespace,
+    /// Caller's 64-bit fingerprint of the value layout, stored in every value's header.
+    pub value_format: u64,
+    /// Whether written values carry an xxh3-64 checksum of the payload (always verified on read).
+    pub checksum: bool,
+    /// Time allowed to establish a connection, including the handshake.
+    pub connect_timeout: Duration,
+    /// Base time allowed for one request; large requests get more (see `min_throughput`).
+    pub io_timeout: Duration,
+    /// Bytes per second the timeout assumes at least: a request moving `b` bytes may take
+    /// `io_timeout + b / min_throughput`.
+    pub min_throughput: u64,
+    /// How many connections one large batch is split across (each with its own thread).
+    pub connections: usize,
+    /// Bytes of GET replies a connection keeps outstanding (bounds server and socket buffers).
+    pub get_window: usize,
+    /// Bytes of SET requests a connection keeps unacknowledged.
+    pub set_window: usize,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("db", &self.db)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("namespace", &self.namespace)
+            .field("value_format", &format_args!("{:#018x}", self.value_format))
+            .field("checksum", &self.checksum)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("io_timeout", &self.io_timeout)
+            .field("connections", &self.connections)
+            .finish()
+    }
+}
+
+impl Config {
+    /// `host:port` as used in messages.
+    pub fn server(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The timeout for a request that moves `bytes` bytes.
+    pub fn request_timeout(&self, bytes: u64) -> Duration {
+        let extra_ms = bytes.saturating_mul(1000) / self.min_throughput.max(1);
+        self.io_timeout + Duration::from_millis(extra_ms)
+    }
+}
+
+/// Settings given explicitly (by the C options struct, Python keyword arguments or the CLI).
+/// `None` means "take it from the environment, else the default".
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `valkey://[user[:password]@]host[:port][/db]` (also `redis://`).
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub db: Option<i64>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub model_name: Option<String>,
+    pub tp_rank: Option<i64>,
+    pub tp_size: Option<i64>,
+    pub pp_rank: Option<i64>,
+    pub pp_size: Option<i64>,
+    pub cp_rank: Option<i64>,
+    pub cp_size: Option<i64>,
+    pub is_mla: bool,
+    pub value_format: u64,
+    pub checksum: Option<bool>,
+    pub connect_timeout_ms: Option<i64>,
+    pub io_timeout_ms: Option<i64>,
+    pub connections: Option<i64>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("url", &self.url.as_ref().map(|u| redact_url(u)))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("db", &self.db)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("model_name", &self.model_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Replaces the password of a URL by `***` so it can be logged.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Settings {
+    /// Resolves against the process environment.
+    pub fn resolve(&self) -> Result<Config> {
+        self.resolve_with(|name| std::env::var(name).ok())
+    }
+
+    /// Resolves against an environment given as a lookup function (tests use a map).
+    pub fn resolve_with(&self, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+        let mut host = "localhost".to_string();
+        let mut port: i64 = DEFAULT_PORT.into();
+        let mut db: i64 = 0;
+        let mut username = None;
+        let mut password = None;
+
+        // Lowest to highest precedence: env URL, env fields, explicit URL, explicit fields.
+        let mut apply_url = |url: &str, origin: &str| -> Result<()> {
+            let parts = parse_url(url, origin)?;
+            host = parts.host;
+            port = parts.port.into();
+            if let Some(d) = parts.db {
+                db = d;
+            }
+            if parts.username.is_some() {
+                username = parts.username;
+            }
+            if parts.password.is_some() {
+                password = parts.password;
+            }
+            Ok(())
+        };
+        if let Some(url) = env("VALKEY_URL") {
+            apply_url(&url, "VALKEY_URL")?;
+        }
+        if let Some(url) = &self.url {
+            apply_url(url, "the url option")?;
+        }
+        // Explicit URL beats env fields: apply env fields only where no explicit URL was given.
+        if self.url.is_none() {
+            if let Some(h) = env("VALKEY_HOST") {
+                host = h;
+            }
+            if let Some(p) = env("VALKEY_PORT") {
+                port = parse_int(&p, "VALKEY_PORT")?;
+            }
+            if let Some(d) = env("VALKEY_DB") {
+                db = parse_int(&d, "VALKEY_DB")?;
+            }
+            if let Some(u) = env("VALKEY_USERNAME") {
+                username = Some(u);
+            }
+        }
+        // A password from the environment applies unless one was given explicitly (keeps
+        // secrets out of URLs and command lines).
+        if password.is_none() {
+            password = env("VALKEY_PASSWORD");
+        }
+        if let Some(h) = &self.host {
+            host = h.clone();
+        }
+        if let Some(p) = self.port {
+            port = p;
+        }
+        if let Some(d) = self.db {
+            db = d;
+        }
+        if let Some(u) = &self.username {
+            username = Some(u.clone());
+        }
+        if let Some(p) = &self.password {
+            password = Some(p.clone());
+        }
+
+        if host.is_empty() {
+            return Err(Error::invalid_config("host is empty (set VALKEY_HOST or the host option)"));
+        }
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| Error::invalid_config(format!("port {port} is not a TCP port (1-65535)")))?;
+        let db = u32::try_from(db)
+            .map_err(|_| Error::invalid_config(format!("db {db} is not a database index (0 or more)")))?;
+
+        let int_env = |value: Option<i64>, name: &str, default: i64| -> Result<i64> {
+            match value {
+                Some(v) => Ok(v),
+                None => env(name).map(|v| parse_int(&v, name)).transpose().map(|v| v.unwrap_or(default)),
+            }
+        };
+        let namespace = Namespace::new(
+            self.model_name.clone().or_else(|| env("HICACHE_VALKEY_MODEL")).unwrap_or_else(|| "default".into()),
+            self.is_mla,
+            (self.tp_rank.unwrap_or(0), self.tp_size.unwrap_or(1)),
+            (self.pp_rank.unwrap_or(0), self.pp_size.unwrap_or(1)),
+            (self.cp_rank.unwrap_or(0), self.cp_size.unwrap_or(1)),
+        )?;
+        let checksum = match self.checksum {
+            Some(c) => c,
+            None => match env("HICACHE_VALKEY_CHECKSUM").as_deref() {
+                None => false,
+                Some("1" | "true" | "on" | "yes") => true,
+                Some("0" | "false" | "off" | "no") => false,
+                Some(other) => {
+                    return Err(Error::invalid_config(format!(
+                        "HICACHE_VALKEY_CHECKSUM='{other}' is not a boolean (use 1/0, true/false, on/off)"
+                    )))
+                }
+            },
+        };
+        let positive = |v: i64, what: &str| -> Result<u64> {
+            u64::try_from(v)
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| Error::invalid_config(format!("{what} must be positive, got {v}")))
+        };
+        let connect_ms = positive(
+            int_env(self.connect_timeout_ms, "HICACHE_VALKEY_CONNECT_TIMEOUT_MS", 2_000)?,
+            "connect timeout (ms)",
+        )?;
+        let io_ms = positive(int_env(self.io_timeout_ms, "HICACHE_VALKEY_TIMEOUT_MS", 5_000)?, "timeout (ms)")?;
+        let default_connections = std::thread::available_parallelism().map_or(1, |n| n.get() / 2).clamp(1, 8);
+        let connections = positive(
+            int_env(self.connections, "HICACHE_VALKEY_CONNECTIONS", default_connections as i64)?,
+            "connections",
+        )?;
+        if connections > 64 {
+            return Err(Error::invalid_config(format!("connections must be at most 64, got {connections}")));
+        }
+
+        Ok(Config {
+            host,
+            port,
+            db,
+            username,
+            password,
+            namespace,
+            value_format: self.value_format,
+            checksum,
+            connect_timeout: Duration::from_millis(connect_ms),
+            io_timeout: Duration::from_millis(io_ms),
+            min_throughput: 64 << 20,
+            connections: connections as usize,
+            get_window: 4 << 20,
+            set_window: 8 << 20,
+        })
+    }
+}
+
+fn parse_int(text: &str, what: &str) -> Result<i64> {
+    text.trim()
+        .parse()
+        .map_err(|_| Error::invalid_config(format!("{what}='{text}' is not a number")))
+}
+
+struct UrlParts {
+    host: String,
+    port: u16,
+    db: Option<i64>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+/// Parses a `valkey://` / `redis://` URL with the `redis` crate's parser.
+fn parse_url(url: &str, origin: &str) -> Result<UrlParts> {
+    use redis::IntoConnectionInfo;
+    let shown = redact_url(url);
+    let bad = |why: String| Error::invalid_config(format!("{origin} '{shown}' is not a valid Valkey URL: {why}"));
+    if !(url.starts_with("valkey://") || url.starts_with("redis://")) {
+        return Err(bad("expected valkey://[user[:password]@]host[:port][/db] (TLS and unix sockets are not supported)".into()));
+    }
+    let info = url.into_connection_info().map_err(|e| bad(e.to_string()))?;
+    let (host, port) = match info.addr() {
+        redis::ConnectionAddr::Tcp(h, p) => (h.trim_start_matches('[').trim_end_matches(']').to_string(), *p),
+        _ => return Err(bad("only TCP addresses are supported".into())),
+    };
+    let settings = info.redis_settings();
+    let has_db = url.splitn(4, '/').nth(3).is_some_and(|p| !p.is_empty());
+    Ok(UrlParts {
+        host,
+        port,
+        db: has_db.then_some(settings.db()),
+        username: settings.username().map(str::to_string),
+        password: settings.password().map(str::to_string),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn resolve(settings: &Settings, env: &[(&str, &str)]) -> Result<Config> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        settings.resolve_with(|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_without_environment() {
+        let c = resolve(&Settings::default(), &[]).unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.db), ("localhost", 6379, 0));
+        assert_eq!(c.password, None);
+        assert_eq!(c.namespace.model(), "default");
+        assert!(!c.checksum);
+    }
+
+    #[test]
+    fn environment_then_explicit_settings() {
+        let env = [("VALKEY_HOST", "10.1.2.3"), ("VALKEY_PORT", "7000"), ("VALKEY_DB", "3"), ("VALKEY_PASSWORD", "pw")];
+        let c = resolve(&Settings::default(), &env).unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.db, c.password.as_deref()), ("10.1.2.3", 7000, 3, Some("pw")));
+        let s = Settings { host: Some("127.0.0.1".into()), port: Some(7001), ..Default::default() };
+        let c = resolve(&s, &env).unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.db), ("127.0.0.1", 7001, 3));
+    }
+
+    #[test]
+    fn url_from_environment_and_option() {
+        let env = [("VALKEY_URL", "valkey://alice:secret@127.0.0.2:7002/5")];
+        let c = resolve(&Settings::default(), &env).unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.db), ("127.0.0.2", 7002, 5));
+        assert_eq!((c.username.as_deref(), c.password.as_deref()), (Some("alice"), Some("secret")));
+        // An explicit URL wins over VALKEY_HOST; VALKEY_PASSWORD still fills a URL without one.
+        let s = Settings { url: Some("redis://127.0.0.3:7003".into()), ..Default::default() };
+        let c = resolve(&s, &[("VALKEY_HOST", "nothere"), ("VALKEY_PASSWORD", "pw")]).unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.db, c.password.as_deref()), ("127.0.0.3", 7003, 0, Some("pw")));
+        let c = resolve(&Settings { url: Some("valkey://[::1]:7004".into()), ..Default::default() }, &[]).unwrap();
+        assert_eq!((c.host.as_str(), c.server()), ("::1", "[::1]:7004".to_string()));
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let e = resolve(&Settings::default(), &[("VALKEY_PORT", "sixty")]).unwrap_err();
+        assert!(e.message().contains("VALKEY_PORT='sixty'"), "{e}");
+        for port in [0, 70000, -1] {
+            let e = resolve(&Settings { port: Some(port), ..Default::default() }, &[]).unwrap_err();
+            assert!(e.message().contains("port"), "{e}");
+        }
+        let e = resolve(&Settings { url: Some("http://x".into()), ..Default::default() }, &[]).unwrap_err();
+        assert!(e.message().contains("not a valid Valkey URL"), "{e}");
+        let e = resolve(&Settings { url: Some("valkey://u:topsecret@h:1".into()), port: None, ..Default::default() }, &[])
+            .map(|_| ())
+            .and_then(|_| resolve(&Settings { url: Some("valkey://u:topsecret@".into()), ..Default::default() }, &[]).map(|_| ()))
+            .unwrap_err();
+        assert!(!e.message().contains("topsecret"), "{e}");
+        let e = resolve(&Settings { db: Some(-2), ..Default::default() }, &[]).unwrap_err();
+        assert!(e.message().contains("db -2"), "{e}");
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let c = resolve(&Settings { password: Some("hunter2".into()), ..Default::default() }, &[]).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let s = Settings { url: Some("valkey://u:hunter2@h".into()), ..Default::default() };
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn request_timeout_grows_with_bytes() {
+        let c = resolve(&Settings { io_timeout_ms: Some(100), ..Default::default() }, &[]).unwrap();
+        assert_eq!(c.request_timeout(0), Duration::from_millis(100));
+        assert_eq!(c.request_timeout(64 << 20), Duration::from_millis(1100));
+    }
+}

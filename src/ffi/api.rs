@@ -1,0 +1,593 @@
+//! The exported functions.
+#![allow(non_camel_case_types)]
+
+use super::boundary::{ffi_call, non_null, set_last_error, with_last_error};
+use super::types::*;
+use crate::error::{Error, ErrorKind};
+use crate::{init_logging, Outcome, ReadTargets, Settings, Store};
+use std::ffi::{c_char, CStr};
+use std::io::IoSlice;
+
+/// An open connection to Valkey for one namespace (opaque). Thread-safe: one handle may be used
+/// by several threads at once; functions take it as `const` for that reason.
+pub struct hicache_valkey {
+    store: Store,
+}
+
+impl From<Outcome> for hicache_outcome {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Ok => hicache_outcome::Ok,
+            Outcome::Miss => hicache_outcome::Miss,
+            Outcome::SizeMismatch => hicache_outcome::SizeMismatch,
+            Outcome::Foreign => hicache_outcome::Foreign,
+            Outcome::FormatMismatch => hicache_outcome::FormatMismatch,
+            Outcome::ChecksumMismatch => hicache_outcome::ChecksumMismatch,
+            Outcome::Timeout => hicache_outcome::Timeout,
+            Outcome::IoError => hicache_outcome::IoError,
+            Outcome::ServerError => hicache_outcome::ServerError,
+            Outcome::OutOfMemory => hicache_outcome::OutOfMemory,
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidArgument, message)
+}
+
+/// Size of the first published `hicache_valkey_options` (everything up to `model_name`).
+const OPTIONS_V1_SIZE: usize = std::mem::size_of::<hicache_valkey_options>();
+/// Size of the first published `hicache_valkey_stats`.
+const STATS_V1_SIZE: usize = std::mem::size_of::<hicache_valkey_stats>();
+
+/// Fills `opts` with "unset" values (take the environment, else the defaults) and its
+/// `struct_size`.
+///
+/// # Safety
+/// `opts` is NULL (then `HICACHE_STATUS_INVALID_ARGUMENT`) or points to writable memory of
+/// `sizeof(hicache_valkey_options)` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hicache_valkey_options_init(opts: *mut hicache_valkey_options) -> hicache_status {
+    ffi_call(|| {
+        non_null(opts, "opts")?;
+        let unset = HICACHE_VALKEY_UNSET;
+        let defaults = hicache_valkey_options {
+            struct_size: OPTIONS_V1_SIZE as u32,
+            port: unset,
+            db: unset,
+            tp_rank: unset,
+            tp_size: unset,
+            pp_rank: unset,
+            pp_size: unset,
+            cp_rank: unset,
+            cp_size: unset,
+            checksum: unset,
+            connect_timeout_ms: unset,
+            timeout_ms: unset,
+            connections: unset,
+            is_mla: 0,
+            value_format: 0,
+            url: std::ptr::null(),
+            host: std::ptr::null(),
+            username: std::ptr::null(),
+            password: std::ptr::null(),
+            model_name: std::ptr::null(),
+        };
+        // SAFETY: non-NULL and, by contract, writable for the struct's size.
+        unsafe { opts.write(defaults) };
+        Ok(())
+    })
+}
+
+/// Reads a NUL-terminated UTF-8 option string; NULL is "unset".
+///
+/// # Safety
+/// `ptr` is NULL or a NUL-terminated string.
+unsafe fn opt_str(ptr: *const c_char, what: &str) -> Result<Option<String>, Error> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: by contract a NUL-terminated string.
+    let s = unsafe { CStr::from_ptr(ptr) };
+    s.to_str()
+        .map(|s| Some(s.to_string()))
+        .map_err(|_| Error::new(ErrorKind::InvalidConfig, format!("option {what} is not valid UTF-8")))
+}
+
+fn opt_int(v: i32) -> Option<i64> {
+    (v != HICACHE_VALKEY_UNSET).then_some(v.into())
+}
+
+/// # Safety
+/// `opts` points to a readable options struct of at least `opts->struct_size` bytes.
+unsafe fn settings_from(opts: *const hicache_valkey_options) -> Result<Settings, Error> {
+    // SAFETY: non-NULL (checked by the caller); struct_size is the first field.
+    let size = unsafe { (*opts).struct_size } as usize;
+    if size < OPTIONS_V1_SIZE {
+        return Err(invalid(format!(
+            "opts->struct_size is {size}, expected at least {OPTIONS_V1_SIZE}: call hicache_valkey_options_init first"
+        )));
+    }
+    // SAFETY: at least our struct's size is readable (checked above).
+    let o = unsafe { &*opts };
+    Ok(Settings {
+        // SAFETY (each opt_str): the caller's strings are NULL or NUL-terminated.
+        url: unsafe { opt_str(o.url, "url") }?,
+        host: unsafe { opt_str(o.host, "host") }?,
+        username: unsafe { opt_str(o.username, "username") }?,
+        password: unsafe { opt_str(o.password, "password") }?,
+        model_name: unsafe { opt_str(o.model_name, "model_name") }?,
+        port: opt_int(o.port),
+        db: opt_int(o.db),
+        tp_rank: opt_int(o.tp_rank),
+        tp_size: opt_int(o.tp_size),
+        pp_rank: opt_int(o.pp_rank),
+        pp_size: opt_int(o.pp_size),
+        cp_rank: opt_int(o.cp_rank),
+        cp_size: opt_int(o.cp_size),
+        is_mla: o.is_mla != 0,
+        value_format: o.value_format,
+        checksum: match o.checksum {
+            HICACHE_VALKEY_UNSET => None,
+            0 => Some(false),
+            1 => Some(true),
+            other => return Err(Error::new(ErrorKind::InvalidConfig, format!("option checksum must be 0 or 1, got {other}"))),
+        },
+        connect_timeout_ms: opt_int(o.connect_timeout_ms),
+        io_timeout_ms: opt_int(o.timeout_ms),
+        connections: opt_int(o.connections),
+    })
+}
+
+/// Opens a handle: resolves the configuration (`opts`, then the environment, then defaults),
+/// connects and authenticates. On success `*out` owns the handle (free it with
+/// `hicache_valkey_close`); on failure `*out` is set to NULL and `hicache_valkey_last_error`
+/// says why (server not running, wrong password, bad host, invalid option...).
+///
+/// # Safety
+/// `opts` is NULL (configuration from the environment only) or points to an options struct
+/// initialised by `hicache_valkey_options_init`; `out` points to writable storage for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn hicache_valkey_open(opts: *const hicache_valkey_options, out: *mut *mut hicache_valkey) -> hicache_status {
+    ffi_call(|| {
+        non_null(out, "out")?;
+        // SAFETY: non-NULL, writable by contract.
+        unsafe { out.write(std::ptr::null_mut()) };
+        init_logging();
+        let settings = if opts.is_null() {
+            Settings::default()
+        } else {
+            // SAFETY: non-NULL; readable by contract.
+            unsafe { settings_from(opts) }?
+        };
+        let store = Store::open(settings.resolve()?)?;
+        let handle = Box::into_raw(Box::new(hicache_valkey { store }));
+        // SAFETY: as above.
+        unsafe { out.write(handle) };
+        Ok(())
+    })
+}
+
+/// Closes the handle and its connections. NULL is a no-op. The handle must not be in use by
+/// another thread, and must not be used (or closed) again.
+///
+/// # Safety
+/// `handle` is NULL or a pointer returned by `hicache_valkey_open` and not closed yet.
+#[no_mangle]
+pub unsafe extern "C" fn hicache_valkey_close(handle: *mut hicache_valkey) {
+    ffi_call(|| {
+        if !handle.is_null() {
+            // SAFETY: by contract, from Box::into_raw in hicache_valkey_open and not yet freed.
+            drop(unsafe { Box::from_raw(handle) });
+        }
+        Ok(())
+    });
+}
+
+/// # Safety
+/// `handle` is NULL or a live handle.
+unsafe fn store<'a>(handle: *const hicache_valkey) -> Result<&'a Store, Error> {
+    non_null(handle, "handle")?;
+    // SAFETY: non-NULL and live by contract.
+    Ok(unsafe { &(*handle).store })
+}
+
+/// Borrows `n` items at `ptr` (NULL allowed when `n` is 0).
+///
+/// # Safety
+/// When `n > 0`, `ptr` is NULL or valid for `n` reads of `T`.
+unsafe fn items<'a, T>(ptr: *const T, n: usize, what: &str) -> Result<&'a [T], Error> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    non_null(ptr, what)?;
+    // SAFETY: non-NULL and valid for n items by contract.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, n) })
+}
+
+/// # Safety
+/// Each key's `ptr` is valid for `len` bytes.
+unsafe fn key_slices<'a>(keys: &[hicache_key]) -> Result<Vec<&'a [u8]>, Error> {
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            if k.len == 0 {
+                return Err(invalid(format!("keys[{i}] is empty")));
+            }
+            // SAFETY: non-empty; by contract ptr is valid for len bytes (items checks NULL).
+            unsafe { items(k.ptr, k.len, &format!("keys[{i}].ptr")) }
+        })
+        .collect()
+}
+
+/// Checks value `i`'s segments and returns them.
+///
+/// # Safety
+/// `v.segments` is valid for `v.count` segments.
+unsafe fn value_segments<'a>(v: &hicache_value, i: usize) -> Result<&'a [hicache_segment], Error> {
+    // SAFETY: by contract.
+    let segs = unsafe { items(v.segments, v.count, &format!("values[{i}].segments")) }?;
+    if let Some(j) = segs.iter().position(|s| s.ptr.is_null() && s.len > 0) {
+        return Err(invalid(format!("values[{i}].segments[{j}].ptr is NULL with length {}", segs[j].len)));
+    }
+    Ok(segs)
+}
+
+/// Writes the outcomes and the message of the first failed key, if any.
+fn report(outcomes: &[Outcome], out: &mut [i32], report: crate::BatchReport) {
+    for (o, slot) in outcomes.iter().zip(out.iter_mut()) {
+        *slot = hicache_outcome::from(*o) as i32;
+    }
+    if let Some(e) = report.first_error {
+        set_last_error(&format!("{} of {} keys failed; first: {e}", report.failed, outcomes.len()));
+    }
+}
+
+/// Stores `n` values under `n` keys in one pipelined batch (split across connections when
+/// large). Each value is stored as a 32-byte header followed by its segments' concatenation,
+/// written straight from the segments (no staging copy). `outcomes[i]` receives a
+/// `hicache_outcome`: `HICACHE_OUTCOME_OK` when key i was stored. The call returns
+/// `HICACHE_STATUS_OK` when it ran, even if some keys failed (then `hicache_valkey_last_error`
+/// names the first failure); another status only when nothing could be done at all (bad
+/// arguments, server unreachable). `n` = 0 is a no-op returning `HICACHE_STATUS_OK`, and the
+/// arrays may then be NULL.
+///
+/// # Safety
+/// `handle` is a live handle; `keys`, `values` and `outcomes` are valid for `n` items; every
+/// key's and segment's `ptr` is valid for its `len` bytes during the call.
+#[no_mangle]
+pub unsafe extern "C" fn hicache_valkey_batch_set(
+    handle: *const hicache_valkey,
+    keys: *const hicache_key,
+    values: *const hicache_value,
+    n: usize,
+    outcomes: *mut i32,
+) -> hicache_status {
+    ffi_call(|| {
+        // SAFETY (whole block): the pointers are checked for NULL; validity is the contract above.
+        let store = unsafe { store(handle) }?;
+        let keys = unsafe { key_slices(items(keys, n, "keys")?) }?;
+        let values = unsafe { items(values, n, "values") }?;
+        let out = unsafe { items(outcomes, n, "outcomes") }?;
+        let mut flat: Vec<IoSlice<'_>> = Vec::with_capacity(values.iter().map(|v| v.count).sum());
+        let mut bounds = Vec::with_capacity(n + 1);
+        bounds.push(0);
+        for (i, v) in values.iter().enumerate() {
+            for s in unsafe { value_segments(v, i) }? {
+                let bytes: &[u8] = if s.len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(s.ptr as *const u8, s.len) } };
+                flat.push(IoSlice::new(bytes));
+            }
+            bounds.push(flat.len());
+        }
+        let per_value: Vec<&[IoSlice<'_>]> = bounds.windows(2).map(|w| &flat[w[0]..w[1]]).collect();
+        let mut results = vec![Outcome::Ok; n];
+        let r = store.batch_set(&keys, &per_value, &mut results)?;
+        // SAFETY: outcomes is non-NULL (checked) and writable for n items by contract.
+        let out = unsafe { std::slice::from_raw_parts_mut(out.as_ptr() as *mut i32, n) };
+        report(&results, out, r);
+        Ok(())
+    })
+}
+
+/// Reads `n` keys in one pipelined batch, each value straight into its caller-owned segments
+/// (the stored payload is scattered over them in order). `outcomes[i]` is `HICACHE_OUTCOME_OK`
+/// only when exactly the stored bytes of key i were written into its segments; a missing key,
+/// a stored value of another length, a foreign value or one written with another value-format
+/// fingerprint is a miss of its own kind and the segments are not written; a checksum mismatch
+/// is a miss whose segments hold unusable bytes. Call status as for `hicache_valkey_batch_set`.
+///
+/// # Safety
+/// As for `hicache_valkey_batch_set`, and every segment's memory is writable and no two
+/// segments of the batch overlap.
+#[no_mangle]
+pub unsafe extern "C" fn hicache_valkey_batch_get(
+    handle: *const hicache_valkey,
+    keys: *const hicache_key,
+    values: *const hicache_value,
+    n: usize,
+    outcomes: *mut i32,
+) -> hicache_status {
+    ffi_call(|| {
+        // SAFETY (whole block): the pointers are checked for NULL; validity is the contract above.
+        let store = unsafe { store(handle) }?;
+        let keys = unsafe { key_slices(items(keys, n, "keys")?) }?;
+        let values = unsafe { items(values, n, "values") }?;
+        let out = unsafe { items(outcomes, n, "outcomes") }?;
+        let mut targets = ReadTargets::with_capacity(n, values.iter().map(|v| v.count).sum());
+        for (i, v) in values.iter().enumerate() {
+            let segs = unsafe { value_segments(v, i) }?;
+            targets.push_value(segs.iter().map(|s| {
+                let bytes: &mut [u8] =
+                    if s.len == 0 { &mut [] } else { unsafe { std::slice::from_raw_parts_mut(s.ptr as *mut u8, s.len) } };
+                bytes
+            }));
+        }
+        let mut results = vec![Outcome::Miss; n];
+        let r = store.batch_get(&keys, &mut targets, &mut results)?;
+        // SAFETY: outcomes is non-NULL (checked) and writable for n items by contract.
+        let out = unsafe { std::slice::from_raw_parts_mut(out.as_ptr() as *mut i32, n) };
+        report(&results, out, r);
+        Ok(())
+    })
+}
+
+/// Checks which of `n` keys exist, in one pipelined batch. `found` (may be NULL) receives 1 or 0
+/// per key; `*leading_hits` the number of keys that exist in a row from the first (what a
+/// prefix cache's prefetch wants). A key whose request failed counts as absent. EXISTS cannot
+/// see the value header: a value of another format shows up as found here and as a miss in
+/// `hicache_valkey_batch_get`. `n` = 0 sets `*leading_hits` to 0.
+///
+/// # Safety
+/// `handle` is a live handle; `keys` is valid for `n` items and each key's `ptr` for its `len`
+/// bytes; `found` is NULL or writable for `n` bytes; `leading_hits` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn hicache_valkey_batch_exists(
+    handle: *const hicache_valkey,
+    keys: *const hicache_key,
+    n: usize,
+    found: *mut u8,
+    leading_hits: *mut usize,
+) -> hicache_status {
+    ffi_call(|| {
+        // SAFETY (whole block): the pointers are checked for NULL; validity is the contract above.
+        let store = unsafe { store(handle) }?;
+        non_null(leading_hits, "leading_hits")?;
+        let keys = unsafe { key_slices(items(keys, n, "keys")?) }?;
+        let mut flags = vec![false; n];
+        let (leading, r) = store.batch_exists(&keys, &mut flags)?;
+        if !found.is_null() {
+            let found = unsafe { std::slice::from_raw_parts_mut(found, n) };
+            for (slot, f) in found.iter_mut().zip(&flags) {
+                *slot = u8::from(*f);
+            }
+        }
+        unsafe { leading_hits.write(leading) };
+        if let Some(e) = r.first_error {
+            set_last_error(&format!("{} of {n} keys failed; first: {e}", r.failed));
+        }
+        Ok(())
+    })
+}
+
+fn copy_cstr(dst: &mut [c_char; 32], s: &str) {
+    let n = s.len().min(dst.len() - 1);
+    for (d, b) in dst.iter_mut().zip(&s.as_bytes()[..n]) {
+        *d = *b as c_char;
+    }
+    dst[n] = 0;
+}
+
+/// Fills `*out` with the server's figures (memory, keyspace hits/misses, clients, this model's
+/// key count by SCAN) and this handle's own counters. Costs a SCAN of the database: meant for
+/// operators and periodic metrics, not the data path. Set `out->struct_size` first.
+///
+/// # Safety
+/// `handle` is a live handle; `out` is writable for `out->struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hicache_valkey_stats(handle: *const hicache_valkey, out: *mut hicache_valkey_stats) -> hicache_status {
+    ffi_call(|| {
+        // SAFETY: checked for NULL; live by contract.
+        let store = unsafe { store(handle) }?;
+        non_null(out, "out")?;
+        // SAFETY: non-NULL; struct_size is the first field.
+        let size = unsafe { (*out).struct_size } as usize;
+        if size < STATS_V1_SIZE {
+            return Err(invalid(format!("out->struct_size is {size}, expected sizeof(hicache_valkey_stats) = {STATS_V1_SIZE}")));
+        }
+        let s = store.stats()?;
+        let (sv, c) = (&s.server, &s.client);
+        let mut r = hicache_valkey_stats {
+            struct_size: STATS_V1_SIZE as u32,
+            reserved: 0,
+            model_keys: sv.model_keys,
+            db_keys: sv.db_keys,
+            used_memory_bytes: sv.used_memory,
+            used_memory_human: [0; 32],
+            maxmemory_bytes: sv.maxmemory,
+            maxmemory_policy: [0; 32],
+            evicted_keys: sv.evicted_keys,
+            keyspace_hits: sv.keyspace_hits,
+            keyspace_misses: sv.keyspace_misses,
+            keyspace_hit_ratio: sv.keyspace_hit_ratio(),
+            connected_clients: sv.connected_clients,
+            server_version: [0; 32],
+            get_hits: c.get_hits,
+            get_misses: c.get_misses,
+            get_hit_ratio: c.get_hit_ratio(),
+            exists_hits: c.exists_hits,
+            exists_misses: c.exists_misses,
+            exists_hit_ratio: c.exists_hit_ratio(),
+            pages_written: c.pages_written,
+            bytes_written: c.bytes_written,
+            pages_read: c.pages_read,
+            bytes_read: c.bytes_read,
+            errors: c.errors,
+            reconnects: c.reconnects,
+            set_calls: c.set_latency.calls,
+            set_p50_us: c.set_latency.p50_us,
+            set_p99_us: c.set_latency.p99_us,
+            get_calls: c.get_latency.calls,
+            get_p50_us: c.get_latency.p50_us,
+            get_p99_us: c.get_latency.p99_us,
+            exists_calls: c.exists_latency.calls,
+            exists_p50_us: c.exists_latency.p50_us,
+            exists_p99_us: c.exists_latency.p99_us,
+        };
+        copy_cstr(&mut r.used_memory_human, &sv.used_memory_human);
+        copy_cstr(&mut r.maxmemory_policy, &sv.maxmemory_policy);
+        copy_cstr(&mut r.server_version, &sv.server_version);
+        // SAFETY: writable for at least our struct's size (checked above).
+        unsafe { out.write(r) };
+        Ok(())
+    })
+}
+
+/// Deletes every key of this handle's model (all ranks) in its database, with SCAN + UNLINK;
+/// other models' keys are untouched. `deleted` (may be NULL) receives the count.
+///
+/// # Safety
+/// `handle` is a live handle; `deleted` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn hicache_valkey_clear(handle: *const hicache_valkey, deleted: *mut u64) -> hicache_status {
+    ffi_call(|| {
+        // SAFETY: checked for NULL; live by contract.
+        let n = unsafe { store(handle) }?.clear()?;
+        if !deleted.is_null() {
+            // SAFETY: non-NULL, writable by contract.
+            unsafe { deleted.write(n) };
+        }
+        Ok(())
+    })
+}
+
+/// One PING round trip; `rtt_us` (may be NULL) receives its duration in microseconds.
+///
+/// # Safety
+/// `handle` is a live handle; `rtt_us` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn hicache_valkey_ping(handle: *const hicache_valkey, rtt_us: *mut u64) -> hicache_status {
+    ffi_call(|| {
+        // SAFETY: checked for NULL; live by contract.
+        let rtt = unsafe { store(handle) }?.ping()?;
+        if !rtt_us.is_null() {
+            // SAFETY: non-NULL, writable by contract.
+            unsafe { rtt_us.write(rtt.as_micros() as u64) };
+        }
+        Ok(())
+    })
+}
+
+/// The library's version, e.g. "0.1.0" (static string).
+#[no_mangle]
+pub extern "C" fn hicache_valkey_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The name of a `hicache_status` value, e.g. "HICACHE_STATUS_AUTH" (static string;
+/// "HICACHE_STATUS_UNKNOWN" for a value that is not a status).
+#[no_mangle]
+pub extern "C" fn hicache_valkey_status_str(status: i32) -> *const c_char {
+    let s: &'static str = match status {
+        0 => "HICACHE_STATUS_OK\0",
+        1 => "HICACHE_STATUS_INVALID_ARGUMENT\0",
+        2 => "HICACHE_STATUS_INVALID_CONFIG\0",
+        3 => "HICACHE_STATUS_CONNECTION\0",
+        4 => "HICACHE_STATUS_AUTH\0",
+        5 => "HICACHE_STATUS_TIMEOUT\0",
+        6 => "HICACHE_STATUS_PROTOCOL\0",
+        7 => "HICACHE_STATUS_SERVER\0",
+        8 => "HICACHE_STATUS_PANIC\0",
+        _ => "HICACHE_STATUS_UNKNOWN\0",
+    };
+    s.as_ptr().cast()
+}
+
+/// The name of a `hicache_outcome` value, e.g. "HICACHE_OUTCOME_MISS" (static string;
+/// "HICACHE_OUTCOME_UNKNOWN" for a value that is not an outcome).
+#[no_mangle]
+pub extern "C" fn hicache_valkey_outcome_str(outcome: i32) -> *const c_char {
+    let s: &'static str = match outcome {
+        0 => "HICACHE_OUTCOME_OK\0",
+        1 => "HICACHE_OUTCOME_MISS\0",
+        2 => "HICACHE_OUTCOME_SIZE_MISMATCH\0",
+        3 => "HICACHE_OUTCOME_FOREIGN\0",
+        4 => "HICACHE_OUTCOME_FORMAT_MISMATCH\0",
+        5 => "HICACHE_OUTCOME_CHECKSUM_MISMATCH\0",
+        6 => "HICACHE_OUTCOME_TIMEOUT\0",
+        7 => "HICACHE_OUTCOME_IO_ERROR\0",
+        8 => "HICACHE_OUTCOME_SERVER_ERROR\0",
+        9 => "HICACHE_OUTCOME_OUT_OF_MEMORY\0",
+        _ => "HICACHE_OUTCOME_UNKNOWN\0",
+    };
+    s.as_ptr().cast()
+}
+
+/// Copies the calling thread's last error message (empty after a call that succeeded with no
+/// failed key) into `buf` as a NUL-terminated string, truncated to `buf_len - 1` bytes, and
+/// returns the message's full length. `buf` may be NULL (with any `buf_len`) to ask the length.
+/// Every other function of the library resets the message when it starts.
+///
+/// # Safety
+/// `buf` is NULL or writable for `buf_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hicache_valkey_last_error(buf: *mut c_char, buf_len: usize) -> usize {
+    with_last_error(|m| {
+        if !buf.is_null() && buf_len > 0 {
+            let n = m.len().min(buf_len - 1);
+            // SAFETY: non-NULL, writable for buf_len > n bytes by contract.
+            unsafe {
+                std::ptr::copy_nonoverlapping(m.as_ptr(), buf.cast::<u8>(), n);
+                buf.add(n).write(0);
+            }
+        }
+        m.len()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_enums() {
+        let name = |p: *const c_char| unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_string();
+        assert_eq!(name(hicache_valkey_status_str(hicache_status::Auth as i32)), "HICACHE_STATUS_AUTH");
+        assert_eq!(name(hicache_valkey_status_str(99)), "HICACHE_STATUS_UNKNOWN");
+        assert_eq!(name(hicache_valkey_outcome_str(hicache_outcome::OutOfMemory as i32)), "HICACHE_OUTCOME_OUT_OF_MEMORY");
+        assert_eq!(name(hicache_valkey_version()), env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn null_arguments_are_rejected_with_a_message() {
+        unsafe {
+            assert_eq!(hicache_valkey_options_init(std::ptr::null_mut()), hicache_status::InvalidArgument);
+            assert_eq!(hicache_valkey_open(std::ptr::null(), std::ptr::null_mut()), hicache_status::InvalidArgument);
+            let mut buf = [0 as c_char; 64];
+            let len = hicache_valkey_last_error(buf.as_mut_ptr(), buf.len());
+            assert_eq!(CStr::from_ptr(buf.as_ptr()).to_str().unwrap(), "out is NULL");
+            assert_eq!(len, "out is NULL".len());
+            let mut lead = 0usize;
+            let st = hicache_valkey_batch_exists(std::ptr::null(), std::ptr::null(), 0, std::ptr::null_mut(), &mut lead);
+            assert_eq!(st, hicache_status::InvalidArgument);
+            hicache_valkey_close(std::ptr::null_mut());
+        }
+    }
+
+    #[test]
+    fn invalid_options_fail_before_connecting() {
+        unsafe {
+            let mut o = std::mem::zeroed::<hicache_valkey_options>();
+            let mut h = std::ptr::null_mut();
+            assert_eq!(hicache_valkey_open(&o, &mut h), hicache_status::InvalidArgument, "struct_size 0");
+            assert_eq!(hicache_valkey_options_init(&mut o), hicache_status::Ok);
+            o.port = 0;
+            assert_eq!(hicache_valkey_open(&o, &mut h), hicache_status::InvalidConfig);
+            assert!(h.is_null());
+            o.port = 6379;
+            o.tp_rank = 2;
+            o.tp_size = 2;
+            assert_eq!(hicache_valkey_open(&o, &mut h), hicache_status::InvalidConfig);
+            assert!(with_last_error(|m| m.contains("tp_rank 2")));
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The panic boundary, the status mapping and the per-thread last error message.
+
+use super::types::hicache_status;
+use crate::error::{Error, ErrorKind};
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+thread_local! {
+    /// The message of the last failed call on this thread (libgit2 / SQLite style: a handle is
+    /// shared between threads, so a per-handle message would race; a per-thread one cannot).
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Sets this thread's last error message.
+pub fn set_last_error(message: &str) {
+    LAST_ERROR.with(|m| {
+        let mut m = m.borrow_mut();
+        m.clear();
+        m.push_str(message);
+    });
+}
+
+/// Runs `f` with this thread's last error message.
+pub fn with_last_error<T>(f: impl FnOnce(&str) -> T) -> T {
+    LAST_ERROR.with(|m| f(&m.borrow()))
+}
+
+impl From<ErrorKind> for hicache_status {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::InvalidArgument => hicache_status::InvalidArgument,
+            ErrorKind::InvalidConfig => hicache_status::InvalidConfig,
+            ErrorKind::Connection => hicache_status::Connection,
+            ErrorKind::Auth => hicache_status::Auth,
+            ErrorKind::Timeout => hicache_status::Timeout,
+            ErrorKind::Protocol => hicache_status::Protocol,
+            ErrorKind::Server => hicache_status::Server,
+        }
+    }
+}
+
+/// Runs the body of an export: clears the last error, maps `Err` to its status and message,
+/// and turns a panic into `HICACHE_STATUS_PANIC` instead of unwinding into C.
+pub fn ffi_call(f: impl FnOnce() -> Result<(), Error>) -> hicache_status {
+    set_last_error("");
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => hicache_status::Ok,
+        Ok(Err(e)) => {
+            set_last_error(e.message());
+            e.kind().into()
+        }
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_last_error(&format!("internal error (panic): {what}; please report it"));
+            hicache_status::Panic
+        }
+    }
+}
+
+/// Fails with `HICACHE_STATUS_INVALID_ARGUMENT` when `ptr` is NULL.
+pub fn non_null<T>(ptr: *const T, what: &str) -> Result<(), Error> {
+    if ptr.is_null() {
+        Err(Error::new(ErrorKind::InvalidArgument, format!("{what} is NULL")))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_become_a_status_and_a_message() {
+        let status = ffi_call(|| panic!("boom"));
+        assert_eq!(status, hicache_status::Panic);
+        assert!(with_last_error(|m| m.contains("boom")));
+        assert_eq!(ffi_call(|| Ok(())), hicache_status::Ok);
+        assert!(with_last_error(str::is_empty));
+    }
+}

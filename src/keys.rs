@@ -1,0 +1,150 @@
+//! Key namespacing.
+//!
+//! A caller's page key `K` (binary-safe) is stored under
+//!
+//! ```text
+//! MHA: hicache:{model}:{tp_rank}:{tp_size}[:pp{pp_rank}of{pp_size}][:cp{cp_rank}of{cp_size}]:K
+//! MLA: hicache:{model}[:pp{pp_rank}of{pp_size}][:cp{cp_rank}of{cp_size}]:K
+//! ```
+//!
+//! The pp part appears only when pp_size > 1, the cp part only when cp_size > 1. MLA models hold the
+//! same KV on every tp rank, so their keys leave the tp part out and all ranks share one copy.
+//! In `{model}`, `%` and `:` are written as `%25` and `%3A`, so a model's segment never contains
+//! `:` and `hicache:{model}:*` matches exactly that model's keys. No `{...}` hash tag is used, so
+//! in a cluster a model's pages spread over all slots.
+
+use crate::error::{Error, Result};
+
+/// Who is storing: the model and this worker's place in the parallel layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    model: String,
+    is_mla: bool,
+    prefix: Vec<u8>,
+}
+
+impl Namespace {
+    /// Validates ranks (`0 <= rank < size`) and builds the key prefix. Pairs are `(rank, size)`.
+    pub fn new(model: String, is_mla: bool, tp: (i64, i64), pp: (i64, i64), cp: (i64, i64)) -> Result<Self> {
+        if model.is_empty() {
+            return Err(Error::invalid_config("model name is empty"));
+        }
+        for ((rank, size), what) in [(tp, "tp"), (pp, "pp"), (cp, "cp")] {
+            if size < 1 || rank < 0 || rank >= size {
+                return Err(Error::invalid_config(format!(
+                    "{what}_rank {rank} / {what}_size {size} is invalid (need 0 <= rank < size)"
+                )));
+            }
+        }
+        let mut prefix = format!("hicache:{}:", escape_model(&model));
+        if !is_mla {
+            prefix += &format!("{}:{}:", tp.0, tp.1);
+        }
+        if pp.1 > 1 {
+            prefix += &format!("pp{}of{}:", pp.0, pp.1);
+        }
+        if cp.1 > 1 {
+            prefix += &format!("cp{}of{}:", cp.0, cp.1);
+        }
+        Ok(Namespace { model, is_mla, prefix: prefix.into_bytes() })
+    }
+
+    /// The model name as given.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Whether keys leave out the tp rank (MLA).
+    pub fn is_mla(&self) -> bool {
+        self.is_mla
+    }
+
+    /// The prefix put before every key of this worker.
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
+    /// The full key of `key`.
+    pub fn key(&self, key: &[u8]) -> Vec<u8> {
+        [self.prefix.as_slice(), key].concat()
+    }
+
+    /// A `SCAN MATCH` pattern for every key of this model (all ranks), glob-escaped.
+    pub fn model_pattern(&self) -> Vec<u8> {
+        let mut p = b"hicache:".to_vec();
+        for b in escape_model(&self.model).bytes() {
+            if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+                p.push(b'\\');
+            }
+            p.push(b);
+        }
+        p.extend_from_slice(b":*");
+        p
+    }
+}
+
+fn escape_model(model: &str) -> String {
+    model.replace('%', "%25").replace(':', "%3A")
+}
+
+/// Whether `key` matches a glob `pattern` as Valkey's `MATCH` does for the subset we emit
+/// (`*` and backslash escapes). Used by tests to check our escaping.
+#[cfg(test)]
+fn glob_matches(pattern: &[u8], key: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => key.is_empty(),
+        Some((b'*', rest)) => (0..=key.len()).any(|i| glob_matches(rest, &key[i..])),
+        Some((b'\\', rest)) => match (rest.split_first(), key.split_first()) {
+            (Some((p, prest)), Some((k, krest))) => p == k && glob_matches(prest, krest),
+            _ => false,
+        },
+        Some((p, rest)) => key.split_first().is_some_and(|(k, krest)| p == k && glob_matches(rest, krest)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ns(model: &str, mla: bool, tp: (i64, i64), pp: (i64, i64), cp: (i64, i64)) -> Namespace {
+        Namespace::new(model.into(), mla, tp, pp, cp).unwrap()
+    }
+
+    #[test]
+    fn documented_formats() {
+        assert_eq!(ns("m", false, (1, 4), (0, 1), (0, 1)).key(b"abc"), b"hicache:m:1:4:abc");
+        assert_eq!(ns("m", true, (1, 4), (0, 1), (0, 1)).key(b"abc"), b"hicache:m:abc");
+        assert_eq!(ns("m", false, (1, 4), (2, 3), (0, 1)).key(b"k"), b"hicache:m:1:4:pp2of3:k");
+        assert_eq!(ns("m", true, (0, 2), (1, 2), (1, 2)).key(b"k"), b"hicache:m:pp1of2:cp1of2:k");
+        assert_eq!(ns("Qwen/Qwen3-8B", false, (0, 1), (0, 1), (0, 1)).key(b"k"), b"hicache:Qwen/Qwen3-8B:0:1:k");
+        assert_eq!(ns("a:b%c", false, (0, 1), (0, 1), (0, 1)).key(b"k"), b"hicache:a%3Ab%25c:0:1:k");
+    }
+
+    #[test]
+    fn invalid_ranks_are_rejected() {
+        for (tp, pp) in [((1, 1), (0, 1)), ((0, 0), (0, 1)), ((-1, 2), (0, 1)), ((0, 1), (2, 2))] {
+            assert!(Namespace::new("m".into(), false, tp, pp, (0, 1)).is_err());
+        }
+        assert!(Namespace::new(String::new(), false, (0, 1), (0, 1), (0, 1)).is_err());
+    }
+
+    #[test]
+    fn pattern_escapes_glob_characters() {
+        let n = ns("we*ird?[x]\\", false, (0, 1), (0, 1), (0, 1));
+        assert_eq!(n.model_pattern(), b"hicache:we\\*ird\\?\\[x\\]\\\\:*");
+        assert!(glob_matches(&n.model_pattern(), &n.key(b"k")));
+        assert!(!glob_matches(&n.model_pattern(), b"hicache:weXirdY[x]\\:0:1:k"));
+    }
+
+    proptest! {
+        // A model's pattern matches all its own keys and none of another model's keys.
+        #[test]
+        fn pattern_matches_exactly_its_model(a in "[ -~]{1,12}", b in "[ -~]{1,12}", key in proptest::collection::vec(any::<u8>(), 1..16), mla: bool) {
+            let na = ns(&a, mla, (0, 2), (0, 1), (0, 1));
+            let nb = ns(&b, !mla, (1, 2), (0, 1), (0, 1));
+            prop_assert!(glob_matches(&na.model_pattern(), &na.key(&key)));
+            prop_assert_eq!(glob_matches(&na.model_pattern(), &nb.key(&key)), a == b);
+        }
+    }
+}

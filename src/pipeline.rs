@@ -1,0 +1,295 @@
+//! The pipelined SET / GET / EXISTS loops of one connection, bounded by bytes in flight.
+//!
+//! Each function handles keys `done..n` of its slice, records each key's [`Outcome`] as its reply
+//! arrives, and on a connection failure returns the error with `done` telling how far it got, so
+//! the caller can retry the rest on a fresh connection.
+
+use crate::conn::{bulk_header_len, push_array_header, push_bulk, push_bulk_header, Conn, Reply};
+use crate::error::{Error, Result};
+use crate::format::{checksum, checksum_slices, Header, Rejection, HEADER_LEN};
+use crate::Outcome;
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+/// Bytes queued before a vectored write is issued.
+const FLUSH_BYTES: usize = 1 << 20;
+/// Slices in one vectored write (Linux's IOV_MAX is 1024).
+const MAX_IOV: usize = 1000;
+/// EXISTS commands kept in flight.
+const EXISTS_WINDOW: usize = 4096;
+
+/// What one lane run ended with.
+pub struct LaneError {
+    /// The error that stopped the lane.
+    pub error: Error,
+    /// Keys before this index have their final outcome.
+    pub done: usize,
+}
+
+/// A server error reply for one key: the key's outcome and the message to report.
+fn key_error(reply: &str, conn: &Conn) -> (Outcome, Error) {
+    let outcome = if reply.starts_with("OOM") { Outcome::OutOfMemory } else { Outcome::ServerError };
+    let hint = if outcome == Outcome::OutOfMemory {
+        " (maxmemory reached with a noeviction policy: raise maxmemory or use maxmemory-policy allkeys-lru)"
+    } else {
+        ""
+    };
+    (outcome, Error::from_server_reply(&format!("{reply}{hint}"), conn.server()))
+}
+
+/// Pieces of a vectored write: header bytes in an arena, value bytes borrowed from the caller.
+struct WriteQueue<'a> {
+    arena: Vec<u8>,
+    pieces: Vec<Piece<'a>>,
+    bytes: usize,
+}
+
+enum Piece<'a> {
+    Arena(usize, usize),
+    Borrowed(&'a [u8]),
+}
+
+impl<'a> WriteQueue<'a> {
+    fn new() -> Self {
+        WriteQueue { arena: Vec::with_capacity(4096), pieces: Vec::new(), bytes: 0 }
+    }
+
+    /// Marks the arena bytes written since the last mark as one piece.
+    fn seal_arena(&mut self, from: usize) {
+        if self.arena.len() > from {
+            self.bytes += self.arena.len() - from;
+            self.pieces.push(Piece::Arena(from, self.arena.len()));
+        }
+    }
+
+    fn borrow(&mut self, bytes: &'a [u8]) {
+        if !bytes.is_empty() {
+            self.bytes += bytes.len();
+            self.pieces.push(Piece::Borrowed(bytes));
+        }
+    }
+
+    fn wants_flush(&self) -> bool {
+        self.bytes >= FLUSH_BYTES || self.pieces.len() >= MAX_IOV
+    }
+
+    fn flush(&mut self, conn: &mut Conn) -> Result<()> {
+        for chunk in self.pieces.chunks(MAX_IOV) {
+            let mut iov: Vec<IoSlice<'_>> = chunk
+                .iter()
+                .map(|p| match *p {
+                    Piece::Arena(s, e) => IoSlice::new(&self.arena[s..e]),
+                    Piece::Borrowed(b) => IoSlice::new(b),
+                })
+                .collect();
+            conn.write_all(&mut iov)?;
+        }
+        self.arena.clear();
+        self.pieces.clear();
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+/// `SET prefix+key header+payload` for keys `done..`; `sizes[i]` is value i's payload length.
+pub fn set(
+    conn: &mut Conn,
+    prefix: &[u8],
+    keys: &[&[u8]],
+    values: &[&[IoSlice<'_>]],
+    sizes: &[u64],
+    value_format: u64,
+    with_checksum: bool,
+    window: usize,
+    outcomes: &mut [Outcome],
+    done: usize,
+) -> std::result::Result<Option<Error>, LaneError> {
+    let n = keys.len();
+    let mut first_err = None;
+    let mut q = WriteQueue::new();
+    let mut in_flight: VecDeque<usize> = VecDeque::new();
+    let mut unacked = 0u64;
+    let mut next = done;
+    let mut acked = done;
+    let fail = |error, acked| LaneError { error, done: acked };
+    while acked < n {
+        while next < n && (in_flight.is_empty() || unacked + sizes[next] <= window as u64) {
+            let payload = sizes[next];
+            let header = Header {
+                payload_len: payload,
+                value_format,
+                checksum: with_checksum.then(|| checksum_slices(values[next])),
+            };
+            let mark = q.arena.len();
+            push_array_header(&mut q.arena, 3);
+            push_bulk(&mut q.arena, &[b"SET"]);
+            push_bulk(&mut q.arena, &[prefix, keys[next]]);
+            push_bulk_header(&mut q.arena, HEADER_LEN as u64 + payload);
+            q.arena.extend_from_slice(&header.encode());
+            q.seal_arena(mark);
+            for seg in values[next] {
+                q.borrow(seg);
+            }
+            let mark = q.arena.len();
+            q.arena.extend_from_slice(b"\r\n");
+            q.seal_arena(mark);
+            in_flight.push_back(next);
+            unacked += payload;
+            next += 1;
+            if q.wants_flush() {
+                q.flush(conn).map_err(|e| fail(e, acked))?;
+            }
+        }
+        q.flush(conn).map_err(|e| fail(e, acked))?;
+        let i = in_flight.pop_front().expect("a command is in flight");
+        match conn.read_reply().map_err(|e| fail(e, acked))? {
+            Reply::Simple(s) if s == "OK" => outcomes[i] = Outcome::Ok,
+            Reply::Error(e) => {
+                let (outcome, err) = key_error(&e, conn);
+                outcomes[i] = outcome;
+                first_err.get_or_insert(err);
+            }
+            other => {
+                let e = Error::protocol(format!("{} answered SET with {other:?}", conn.server()));
+                return Err(fail(e, acked));
+            }
+        }
+        unacked -= sizes[i];
+        acked += 1;
+    }
+    Ok(first_err)
+}
+
+/// `GET prefix+key` for keys `done..`, each payload read straight into the key's segments:
+/// value i's segments are `segs[bounds[i]..bounds[i + 1]]` (`bounds` has n + 1 entries, the first
+/// being 0) and `sizes[i]` their total length; a value of another length is not read into them.
+pub fn get(
+    conn: &mut Conn,
+    prefix: &[u8],
+    keys: &[&[u8]],
+    segs: &mut [&mut [u8]],
+    bounds: &[usize],
+    sizes: &[u64],
+    value_format: u64,
+    window: usize,
+    outcomes: &mut [Outcome],
+    done: usize,
+) -> std::result::Result<Option<Error>, LaneError> {
+    let n = keys.len();
+    let mut first_err = None;
+    let mut cmds = Vec::with_capacity(4096);
+    let mut next = done;
+    let mut received = done;
+    let mut outstanding = 0u64;
+    let fail = |error, done| LaneError { error, done };
+    // Length of the reply's `$len\r\n` plus our header, when the value is the expected one.
+    let head_len = |i: usize| bulk_header_len(HEADER_LEN as u64 + sizes[i]) + HEADER_LEN;
+    conn.set_read_limit(head_len(done.min(n.saturating_sub(1))));
+    while received < n {
+        cmds.clear();
+        while next < n && (next == received || outstanding + sizes[next] <= window as u64) {
+            push_array_header(&mut cmds, 2);
+            push_bulk(&mut cmds, &[b"GET"]);
+            push_bulk(&mut cmds, &[prefix, keys[next]]);
+            outstanding += sizes[next];
+            next += 1;
+        }
+        if !cmds.is_empty() {
+            conn.write_all(&mut [IoSlice::new(&cmds)]).map_err(|e| fail(e, received))?;
+        }
+        let i = received;
+        let result = read_value(conn, &mut segs[bounds[i]..bounds[i + 1]], sizes[i], value_format);
+        // Header bytes of the next reply (and this one's CRLF) may be read together.
+        let after = if i + 1 < n { 2 + head_len(i + 1) } else { 2 };
+        conn.set_read_limit(after);
+        match result.map_err(|e| fail(e, received))? {
+            Ok(outcome) => outcomes[i] = outcome,
+            Err((outcome, err)) => {
+                outcomes[i] = outcome;
+                first_err.get_or_insert(err);
+            }
+        }
+        outstanding -= sizes[i];
+        received += 1;
+    }
+    Ok(first_err)
+}
+
+type KeyResult = std::result::Result<Outcome, (Outcome, Error)>;
+
+/// Reads one GET reply into `segments` (expected payload `size` bytes).
+fn read_value(conn: &mut Conn, segments: &mut [&mut [u8]], size: u64, value_format: u64) -> Result<KeyResult> {
+    let stored = match conn.read_reply()? {
+        Reply::Bulk(None) => return Ok(Ok(Outcome::Miss)),
+        Reply::Bulk(Some(len)) => len,
+        Reply::Error(e) => return Ok(Err(key_error(&e, conn))),
+        other => return Err(Error::protocol(format!("{} answered GET with {other:?}", conn.server()))),
+    };
+    if stored < HEADER_LEN as u64 {
+        conn.skip(stored)?;
+        conn.read_crlf()?;
+        return Ok(Ok(Outcome::Foreign));
+    }
+    let mut head = [0u8; HEADER_LEN];
+    conn.read_exact(&mut head)?;
+    let header = match Header::check(&head, stored, value_format, size) {
+        Ok(h) => h,
+        Err(rejection) => {
+            conn.skip(stored - HEADER_LEN as u64)?;
+            conn.read_crlf()?;
+            return Ok(Ok(match rejection {
+                Rejection::Foreign => Outcome::Foreign,
+                Rejection::OtherFormat => Outcome::FormatMismatch,
+                Rejection::SizeMismatch => Outcome::SizeMismatch,
+            }));
+        }
+    };
+    for seg in segments.iter_mut() {
+        conn.read_exact(seg)?;
+    }
+    conn.read_crlf()?;
+    if let Some(expected) = header.checksum {
+        if checksum(segments.iter().map(|s| &**s)) != expected {
+            return Ok(Ok(Outcome::ChecksumMismatch));
+        }
+    }
+    Ok(Ok(Outcome::Ok))
+}
+
+/// `EXISTS prefix+key` for keys `done..`, one command per key so each has its own answer.
+pub fn exists(conn: &mut Conn, prefix: &[u8], keys: &[&[u8]], found: &mut [bool], done: usize) -> std::result::Result<(), LaneError> {
+    let n = keys.len();
+    let mut cmds = Vec::with_capacity(64 << 10);
+    let mut next = done;
+    let mut received = done;
+    let fail = |error, done| LaneError { error, done };
+    while received < n {
+        cmds.clear();
+        while next < n && next - received < EXISTS_WINDOW {
+            push_array_header(&mut cmds, 2);
+            push_bulk(&mut cmds, &[b"EXISTS"]);
+            push_bulk(&mut cmds, &[prefix, keys[next]]);
+            next += 1;
+        }
+        if !cmds.is_empty() {
+            conn.write_all(&mut [IoSlice::new(&cmds)]).map_err(|e| fail(e, received))?;
+        }
+        // Read what was sent, keeping the next batch of commands from waiting for all of it.
+        let until = next.min(received + EXISTS_WINDOW / 2).max(received + 1);
+        while received < until {
+            match conn.read_reply().map_err(|e| fail(e, received))? {
+                Reply::Int(v) => found[received] = v > 0,
+                Reply::Error(e) => {
+                    let err = Error::from_server_reply(&e, conn.server());
+                    return Err(fail(err, received));
+                }
+                other => {
+                    let e = Error::protocol(format!("{} answered EXISTS with {other:?}", conn.server()));
+                    return Err(fail(e, received));
+                }
+            }
+            received += 1;
+        }
+    }
+    Ok(())
+}

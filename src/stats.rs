@@ -1,0 +1,254 @@
+//! Statistics: what the server says (INFO, a SCAN count of the model's keys) and what this
+//! handle counted itself.
+
+use crate::error::{Error, Result};
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Server-side figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerStats {
+    /// Keys of this model in the selected database (all ranks), counted with SCAN.
+    pub model_keys: u64,
+    /// Keys in the selected database.
+    pub db_keys: u64,
+    /// `used_memory` in bytes.
+    pub used_memory: u64,
+    /// `used_memory_human`, e.g. `1.02G`.
+    pub used_memory_human: String,
+    /// `maxmemory` in bytes (0: no limit).
+    pub maxmemory: u64,
+    /// `maxmemory_policy`, e.g. `allkeys-lru`.
+    pub maxmemory_policy: String,
+    /// Keys evicted since the server started.
+    pub evicted_keys: u64,
+    /// Successful key lookups since the server started (all clients).
+    pub keyspace_hits: u64,
+    /// Failed key lookups since the server started (all clients).
+    pub keyspace_misses: u64,
+    /// Clients connected now.
+    pub connected_clients: u64,
+    /// The server's version (`valkey_version`, or `redis_version` on Redis).
+    pub server_version: String,
+}
+
+impl ServerStats {
+    /// hits / (hits + misses), 0 when there were none.
+    pub fn keyspace_hit_ratio(&self) -> f64 {
+        ratio(self.keyspace_hits, self.keyspace_misses)
+    }
+
+    /// Fills the INFO fields from the text of `INFO` (lines `name:value`).
+    pub fn parse_info(&mut self, info: &str) {
+        for line in info.lines() {
+            let Some((name, value)) = line.trim_end().split_once(':') else { continue };
+            let num = || value.parse().unwrap_or(0);
+            match name {
+                "used_memory" => self.used_memory = num(),
+                "used_memory_human" => self.used_memory_human = value.to_string(),
+                "maxmemory" => self.maxmemory = num(),
+                "maxmemory_policy" => self.maxmemory_policy = value.to_string(),
+                "evicted_keys" => self.evicted_keys = num(),
+                "keyspace_hits" => self.keyspace_hits = num(),
+                "keyspace_misses" => self.keyspace_misses = num(),
+                "connected_clients" => self.connected_clients = num(),
+                "valkey_version" => self.server_version = value.to_string(),
+                "redis_version" if self.server_version.is_empty() => self.server_version = value.to_string(),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Client-side latency of one operation, per call (a whole batch), as the client saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Latency {
+    /// Calls measured.
+    pub calls: u64,
+    /// Median, microseconds.
+    pub p50_us: u64,
+    /// 99th percentile, microseconds.
+    pub p99_us: u64,
+}
+
+/// This handle's own counters since it was opened.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientStats {
+    pub get_hits: u64,
+    pub get_misses: u64,
+    pub exists_hits: u64,
+    pub exists_misses: u64,
+    pub pages_written: u64,
+    pub bytes_written: u64,
+    pub pages_read: u64,
+    pub bytes_read: u64,
+    /// Keys that failed (timeouts, I/O, server errors) plus calls that failed as a whole.
+    pub errors: u64,
+    /// Connections re-established after a failure.
+    pub reconnects: u64,
+    pub set_latency: Latency,
+    pub get_latency: Latency,
+    pub exists_latency: Latency,
+}
+
+impl ClientStats {
+    /// Pages found by batch_get / pages asked for.
+    pub fn get_hit_ratio(&self) -> f64 {
+        ratio(self.get_hits, self.get_misses)
+    }
+
+    /// Keys found by batch_exists / keys asked for.
+    pub fn exists_hit_ratio(&self) -> f64 {
+        ratio(self.exists_hits, self.exists_misses)
+    }
+}
+
+/// Both halves.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub server: ServerStats,
+    pub client: ClientStats,
+}
+
+fn ratio(hits: u64, misses: u64) -> f64 {
+    if hits + misses == 0 {
+        0.0
+    } else {
+        hits as f64 / (hits + misses) as f64
+    }
+}
+
+/// Which operation a latency belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum Op {
+    Set,
+    Get,
+    Exists,
+}
+
+/// Lock-free counters plus one latency histogram per operation.
+pub struct Counters {
+    pub get_hits: AtomicU64,
+    pub get_misses: AtomicU64,
+    pub exists_hits: AtomicU64,
+    pub exists_misses: AtomicU64,
+    pub pages_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub pages_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub errors: AtomicU64,
+    pub reconnects: AtomicU64,
+    latency: [Mutex<Histogram<u64>>; 3],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        let hist = || Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"));
+        Counters {
+            get_hits: AtomicU64::new(0),
+            get_misses: AtomicU64::new(0),
+            exists_hits: AtomicU64::new(0),
+            exists_misses: AtomicU64::new(0),
+            pages_written: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            pages_read: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            latency: [hist(), hist(), hist()],
+        }
+    }
+}
+
+impl Counters {
+    /// Records one call's duration.
+    pub fn record(&self, op: Op, took: Duration) {
+        let us = (took.as_micros() as u64).clamp(1, 3_600_000_000);
+        self.latency[op as usize].lock().saturating_record(us);
+    }
+
+    fn latency(&self, op: Op) -> Latency {
+        let h = self.latency[op as usize].lock();
+        Latency { calls: h.len(), p50_us: h.value_at_quantile(0.5), p99_us: h.value_at_quantile(0.99) }
+    }
+
+    /// A snapshot.
+    pub fn snapshot(&self) -> ClientStats {
+        ClientStats {
+            get_hits: self.get_hits.load(Relaxed),
+            get_misses: self.get_misses.load(Relaxed),
+            exists_hits: self.exists_hits.load(Relaxed),
+            exists_misses: self.exists_misses.load(Relaxed),
+            pages_written: self.pages_written.load(Relaxed),
+            bytes_written: self.bytes_written.load(Relaxed),
+            pages_read: self.pages_read.load(Relaxed),
+            bytes_read: self.bytes_read.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            set_latency: self.latency(Op::Set),
+            get_latency: self.latency(Op::Get),
+            exists_latency: self.latency(Op::Exists),
+        }
+    }
+}
+
+/// Counts (and with `delete`, unlinks) the keys matching `pattern`, SCAN by SCAN.
+pub fn scan_keys(con: &mut redis::Connection, pattern: &[u8], delete: bool) -> Result<u64> {
+    let mut cursor = 0u64;
+    let mut count = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) =
+            redis::cmd("SCAN").cursor_arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query(con)?;
+        if delete && !keys.is_empty() {
+            let removed: u64 = redis::cmd("UNLINK").arg(&keys).query(con)?;
+            count += removed;
+        } else if !delete {
+            count += keys.len() as u64;
+        }
+        if next == 0 {
+            return Ok(count);
+        }
+        cursor = next;
+    }
+}
+
+/// Reads INFO and the key counts.
+pub fn server_stats(con: &mut redis::Connection, pattern: &[u8]) -> Result<ServerStats> {
+    let mut s = ServerStats::default();
+    let info: String = redis::cmd("INFO").arg("server").arg("memory").arg("stats").arg("clients").query(con)?;
+    s.parse_info(&info);
+    s.db_keys = redis::cmd("DBSIZE").query(con).map_err(Error::from)?;
+    s.model_keys = scan_keys(con, pattern, false)?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_info_lines() {
+        let mut s = ServerStats::default();
+        s.parse_info("# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory_policy:allkeys-lru\r\n# Stats\r\nkeyspace_hits:3\r\nkeyspace_misses:1\r\nconnected_clients:7\r\nredis_version:7.2.4\r\nvalkey_version:8.0.1\r\n");
+        assert_eq!((s.used_memory, s.used_memory_human.as_str()), (1048576, "1.00M"));
+        assert_eq!(s.maxmemory_policy, "allkeys-lru");
+        assert_eq!((s.keyspace_hits, s.keyspace_misses, s.connected_clients), (3, 1, 7));
+        assert_eq!(s.keyspace_hit_ratio(), 0.75);
+        assert_eq!(s.server_version, "8.0.1");
+    }
+
+    #[test]
+    fn latency_quantiles() {
+        let c = Counters::default();
+        for ms in 1..=100 {
+            c.record(Op::Get, Duration::from_millis(ms));
+        }
+        let l = c.snapshot().get_latency;
+        assert_eq!(l.calls, 100);
+        assert!((49_000..=51_000).contains(&l.p50_us), "{l:?}");
+        assert!((98_000..=100_000).contains(&l.p99_us), "{l:?}");
+        assert_eq!(c.snapshot().set_latency.calls, 0);
+    }
+}
