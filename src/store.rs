@@ -11,7 +11,7 @@ use crate::Outcome;
 use parking_lot::Mutex;
 use std::io::IoSlice;
 use std::ops::Range;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Least bytes worth a connection (and a thread) of their own in one batch.
@@ -84,6 +84,8 @@ pub struct Store {
     pool: Mutex<Vec<Conn>>,
     control: Mutex<Option<redis::Connection>>,
     counters: Counters,
+    /// Set when a connection failed; the next connection made counts as a reconnect.
+    broken: AtomicBool,
 }
 
 impl Store {
@@ -92,7 +94,7 @@ impl Store {
         tracing::debug!(config = ?cfg, "opening store");
         let conn = Conn::connect(&cfg)?;
         tracing::info!(server = %cfg.server(), prefix = %String::from_utf8_lossy(cfg.namespace.prefix()), "connected");
-        Ok(Store { cfg, pool: Mutex::new(vec![conn]), control: Mutex::new(None), counters: Counters::default() })
+        Ok(Store { cfg, pool: Mutex::new(vec![conn]), control: Mutex::new(None), counters: Counters::default(), broken: AtomicBool::new(false) })
     }
 
     /// The resolved configuration.
@@ -104,7 +106,17 @@ impl Store {
         if let Some(c) = self.pool.lock().pop() {
             return Ok(c);
         }
-        Conn::connect(&self.cfg)
+        self.connect()
+    }
+
+    /// A new connection; counted as a reconnect when one failed before.
+    fn connect(&self) -> Result<Conn> {
+        let conn = Conn::connect(&self.cfg)?;
+        if self.broken.swap(false, Relaxed) {
+            self.counters.reconnects.fetch_add(1, Relaxed);
+            tracing::info!(server = %self.cfg.server(), "reconnected");
+        }
+        Ok(conn)
     }
 
     fn put_conn(&self, conn: Conn) {
@@ -121,15 +133,11 @@ impl Store {
         let mut done = 0;
         let mut retried = false;
         loop {
-            let conn = if retried { Conn::connect(&self.cfg) } else { self.take_conn() };
+            let conn = if retried { self.connect() } else { self.take_conn() };
             let mut conn = match conn {
                 Ok(c) => c,
                 Err(e) => return LaneEnd { key_error: None, failed: Some((done, e)) },
             };
-            if retried {
-                self.counters.reconnects.fetch_add(1, Relaxed);
-                tracing::info!(server = %self.cfg.server(), "reconnected");
-            }
             conn.set_deadline(Some(Instant::now() + self.cfg.request_timeout(bytes)));
             match op(&mut conn, done) {
                 Ok(key_error) => {
@@ -140,6 +148,9 @@ impl Store {
                 Err(LaneError { error, done: d }) => {
                     tracing::warn!(error = %error, "connection failed");
                     done = d;
+                    if error.kind() == ErrorKind::Connection {
+                        self.broken.store(true, Relaxed);
+                    }
                     if error.kind() == ErrorKind::Connection && !retried {
                         self.pool.lock().clear();
                         retried = true;
