@@ -212,6 +212,8 @@ pub fn get(
         outstanding -= sizes[i];
         received += 1;
     }
+    // Back to whole-buffer reads for whatever the connection is used for next.
+    conn.set_read_limit(usize::MAX);
     Ok(first_err)
 }
 

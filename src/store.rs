@@ -212,6 +212,9 @@ impl Store {
     /// becomes [`Outcome::Ok`] or the reason key i was not stored.
     pub fn batch_set(&self, keys: &[&[u8]], values: &[&[IoSlice<'_>]], outcomes: &mut [Outcome]) -> Result<BatchReport> {
         check_batch(keys, values.len(), outcomes.len())?;
+        if keys.is_empty() {
+            return Ok(BatchReport::default());
+        }
         let started = Instant::now();
         let sizes: Vec<u64> = values.iter().map(|v| v.iter().map(|s| s.len() as u64).sum()).collect();
         let lanes = self.lanes(sizes.iter().copied(), LANE_MIN_BYTES);
@@ -243,6 +246,9 @@ impl Store {
     /// when exactly the stored bytes were written into the segments.
     pub fn batch_get(&self, keys: &[&[u8]], targets: &mut ReadTargets<'_>, outcomes: &mut [Outcome]) -> Result<BatchReport> {
         check_batch(keys, targets.len(), outcomes.len())?;
+        if keys.is_empty() {
+            return Ok(BatchReport::default());
+        }
         let started = Instant::now();
         let sizes: Vec<u64> = (0..targets.len()).map(|i| targets.value_len(i)).collect();
         let lanes = self.lanes(sizes.iter().copied(), LANE_MIN_BYTES);
@@ -288,6 +294,9 @@ impl Store {
     /// the first. A key whose connection failed counts as not found (and ends the leading run).
     pub fn batch_exists(&self, keys: &[&[u8]], found: &mut [bool]) -> Result<(usize, BatchReport)> {
         check_batch(keys, found.len(), found.len())?;
+        if keys.is_empty() {
+            return Ok((0, BatchReport::default()));
+        }
         let started = Instant::now();
         let lanes = self.lanes(std::iter::repeat_n(1, keys.len()), LANE_MIN_KEYS as u64);
         let mut jobs = Vec::with_capacity(lanes.len());

@@ -70,3 +70,23 @@ fn unreachable_server_is_a_connection_error() {
     assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
     assert!(e.message().contains(&format!("127.0.0.1:{port}")), "{e}");
 }
+
+#[test]
+fn empty_batches_are_no_ops() {
+    let server = Server::start(&[]);
+    let store = open(server.port);
+    assert_eq!(store.batch_set(&[], &[], &mut []).unwrap().failed, 0);
+    assert_eq!(store.batch_get(&[], &mut ReadTargets::default(), &mut []).unwrap().failed, 0);
+    assert_eq!(store.batch_exists(&[], &mut []).unwrap().0, 0);
+    assert_eq!(store.client_stats().set_latency.calls, 0);
+}
+
+#[test]
+fn mismatched_lengths_and_empty_keys_are_invalid_arguments() {
+    let server = Server::start(&[]);
+    let store = open(server.port);
+    let e = store.batch_exists(&[b"a", b""], &mut [false; 2]).unwrap_err();
+    assert_eq!((e.kind(), e.message()), (ErrorKind::InvalidArgument, "key 1 is empty"));
+    let e = store.batch_set(&[b"a"], &[], &mut [Outcome::Ok]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+}
