@@ -241,10 +241,10 @@ typedef struct hicache_value {
 } hicache_value;
 
 /*
- Statistics filled by `hicache_valkey_stats`. Set `struct_size` to
- `sizeof(hicache_valkey_stats)` before the call; the library fills what fits.
+ Statistics filled by `hicache_stats`. Set `struct_size` to
+ `sizeof(hicache_stats)` before the call; the library fills what fits.
  */
-typedef struct hicache_valkey_stats {
+typedef struct hicache_stats {
   uint32_t struct_size;
   uint32_t reserved;
   /*
@@ -310,7 +310,7 @@ typedef struct hicache_valkey_stats {
   uint64_t exists_calls;
   uint64_t exists_p50_us;
   uint64_t exists_p99_us;
-} hicache_valkey_stats;
+} hicache_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -412,7 +412,7 @@ enum hicache_status hicache_valkey_batch_exists(const struct hicache_valkey *han
  `handle` is a live handle; `out` is writable for `out->struct_size` bytes.
  */
 enum hicache_status hicache_valkey_stats(const struct hicache_valkey *handle,
-                                         struct hicache_valkey_stats *out);
+                                         struct hicache_stats *out);
 
 /*
  Deletes every key of this handle's model (all ranks) in its database, with SCAN + UNLINK;
@@ -452,7 +452,8 @@ const char *hicache_valkey_outcome_str(int32_t outcome);
  Copies the calling thread's last error message (empty after a call that succeeded with no
  failed key) into `buf` as a NUL-terminated string, truncated to `buf_len - 1` bytes, and
  returns the message's full length. `buf` may be NULL (with any `buf_len`) to ask the length.
- Every other function of the library resets the message when it starts.
+ Every function that returns a `hicache_status` resets the message when it starts; the
+ string functions (`*_str`, `version`) leave it alone, so they can be used to print it.
 
  # Safety
  `buf` is NULL or writable for `buf_len` bytes.

@@ -174,10 +174,11 @@ impl Settings {
             if let Some(h) = env("VALKEY_HOST") {
                 host = h;
             }
-            if let Some(p) = env("VALKEY_PORT") {
+            // Parsed only when no explicit value replaces them.
+            if let (None, Some(p)) = (self.port, env("VALKEY_PORT")) {
                 port = parse_int(&p, "VALKEY_PORT")?;
             }
-            if let Some(d) = env("VALKEY_DB") {
+            if let (None, Some(d)) = (self.db, env("VALKEY_DB")) {
                 db = parse_int(&d, "VALKEY_DB")?;
             }
             if let Some(u) = env("VALKEY_USERNAME") {
@@ -365,6 +366,8 @@ mod tests {
     fn invalid_values_are_named() {
         let e = resolve(&Settings::default(), &[("VALKEY_PORT", "sixty")]).unwrap_err();
         assert!(e.message().contains("VALKEY_PORT='sixty'"), "{e}");
+        // An explicit port makes the variable irrelevant.
+        assert_eq!(resolve(&Settings { port: Some(7000), ..Default::default() }, &[("VALKEY_PORT", "sixty")]).unwrap().port, 7000);
         for port in [0, 70000, -1] {
             let e = resolve(&Settings { port: Some(port), ..Default::default() }, &[]).unwrap_err();
             assert!(e.message().contains("port"), "{e}");

@@ -334,29 +334,44 @@ impl Store {
     }
 
     /// Runs `f` on the control connection (the `redis` crate's, for INFO / SCAN / UNLINK),
-    /// opening it if needed and dropping it after a failure.
-    fn with_control<T>(&self, f: impl FnOnce(&mut redis::Connection) -> Result<T>) -> Result<T> {
+    /// opening it if needed. A connection that fails is dropped; after a dropped connection `f`
+    /// runs once more on a new one (INFO, SCAN and UNLINK are safe to repeat).
+    fn with_control<T>(&self, mut f: impl FnMut(&mut redis::Connection) -> Result<T>) -> Result<T> {
         let mut slot = self.control.lock();
-        if slot.is_none() {
-            let mut redis_info = redis::RedisConnectionInfo::default().set_db(self.cfg.db.into());
-            if let Some(u) = &self.cfg.username {
-                redis_info = redis_info.set_username(u);
+        let mut retried = false;
+        loop {
+            if slot.is_none() {
+                *slot = Some(self.control_connection()?);
             }
-            if let Some(p) = &self.cfg.password {
-                redis_info = redis_info.set_password(p);
+            let result = f(slot.as_mut().expect("control connection is open"));
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    *slot = None;
+                    if e.kind() == ErrorKind::Connection && !retried {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(Error::new(e.kind(), format!("{} ({})", e.message(), self.cfg.server())));
+                }
             }
-            let info = redis::IntoConnectionInfo::into_connection_info((self.cfg.host.clone(), self.cfg.port))?
-                .set_redis_settings(redis_info);
-            let con = redis::Client::open(info)?.get_connection_with_timeout(self.cfg.connect_timeout)?;
-            con.set_read_timeout(Some(self.cfg.io_timeout))?;
-            con.set_write_timeout(Some(self.cfg.io_timeout))?;
-            *slot = Some(con);
         }
-        let result = f(slot.as_mut().expect("control connection is open"));
-        if result.is_err() {
-            *slot = None;
+    }
+
+    fn control_connection(&self) -> Result<redis::Connection> {
+        let mut redis_info = redis::RedisConnectionInfo::default().set_db(self.cfg.db.into());
+        if let Some(u) = &self.cfg.username {
+            redis_info = redis_info.set_username(u);
         }
-        result.map_err(|e| Error::new(e.kind(), format!("{} ({})", e.message(), self.cfg.server())))
+        if let Some(p) = &self.cfg.password {
+            redis_info = redis_info.set_password(p);
+        }
+        let info = redis::IntoConnectionInfo::into_connection_info((self.cfg.host.clone(), self.cfg.port))?
+            .set_redis_settings(redis_info);
+        let con = redis::Client::open(info)?.get_connection_with_timeout(self.cfg.connect_timeout)?;
+        con.set_read_timeout(Some(self.cfg.io_timeout))?;
+        con.set_write_timeout(Some(self.cfg.io_timeout))?;
+        Ok(con)
     }
 
     /// Server statistics and this handle's counters.

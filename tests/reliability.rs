@@ -248,3 +248,14 @@ fn mla_ranks_share_and_pp_stages_do_not() {
     let stored: bool = redis::cmd("EXISTS").arg("hicache:ds:x-0000").query(&mut server.redis()).unwrap();
     assert!(stored);
 }
+
+#[test]
+fn stats_and_clear_survive_a_killed_control_connection() {
+    let server = Server::start(&[]);
+    let store = open(settings(server.port, "m"));
+    store.stats().unwrap();
+    let _: u64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").query(&mut server.redis()).unwrap();
+    assert_eq!(store.stats().unwrap().server.model_keys, 0);
+    let _: u64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").query(&mut server.redis()).unwrap();
+    assert_eq!(store.clear().unwrap(), 0);
+}

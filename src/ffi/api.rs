@@ -37,8 +37,8 @@ fn invalid(message: impl Into<String>) -> Error {
 
 /// Size of the first published `hicache_valkey_options` (everything up to `model_name`).
 const OPTIONS_V1_SIZE: usize = std::mem::size_of::<hicache_valkey_options>();
-/// Size of the first published `hicache_valkey_stats`.
-const STATS_V1_SIZE: usize = std::mem::size_of::<hicache_valkey_stats>();
+/// Size of the first published `hicache_stats`.
+const STATS_V1_SIZE: usize = std::mem::size_of::<hicache_stats>();
 
 /// Fills `opts` with "unset" values (take the environment, else the defaults) and its
 /// `struct_size`.
@@ -384,7 +384,7 @@ fn copy_cstr(dst: &mut [c_char; 32], s: &str) {
 /// # Safety
 /// `handle` is a live handle; `out` is writable for `out->struct_size` bytes.
 #[no_mangle]
-pub unsafe extern "C" fn hicache_valkey_stats(handle: *const hicache_valkey, out: *mut hicache_valkey_stats) -> hicache_status {
+pub unsafe extern "C" fn hicache_valkey_stats(handle: *const hicache_valkey, out: *mut hicache_stats) -> hicache_status {
     ffi_call(|| {
         // SAFETY: checked for NULL; live by contract.
         let store = unsafe { store(handle) }?;
@@ -392,11 +392,11 @@ pub unsafe extern "C" fn hicache_valkey_stats(handle: *const hicache_valkey, out
         // SAFETY: non-NULL; struct_size is the first field.
         let size = unsafe { (*out).struct_size } as usize;
         if size < STATS_V1_SIZE {
-            return Err(invalid(format!("out->struct_size is {size}, expected sizeof(hicache_valkey_stats) = {STATS_V1_SIZE}")));
+            return Err(invalid(format!("out->struct_size is {size}, expected sizeof(hicache_stats) = {STATS_V1_SIZE}")));
         }
         let s = store.stats()?;
         let (sv, c) = (&s.server, &s.client);
-        let mut r = hicache_valkey_stats {
+        let mut r = hicache_stats {
             struct_size: STATS_V1_SIZE as u32,
             reserved: 0,
             model_keys: sv.model_keys,
@@ -525,7 +525,8 @@ pub extern "C" fn hicache_valkey_outcome_str(outcome: i32) -> *const c_char {
 /// Copies the calling thread's last error message (empty after a call that succeeded with no
 /// failed key) into `buf` as a NUL-terminated string, truncated to `buf_len - 1` bytes, and
 /// returns the message's full length. `buf` may be NULL (with any `buf_len`) to ask the length.
-/// Every other function of the library resets the message when it starts.
+/// Every function that returns a `hicache_status` resets the message when it starts; the
+/// string functions (`*_str`, `version`) leave it alone, so they can be used to print it.
 ///
 /// # Safety
 /// `buf` is NULL or writable for `buf_len` bytes.

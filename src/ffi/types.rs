@@ -139,11 +139,11 @@ pub struct hicache_valkey_options {
     pub model_name: *const c_char,
 }
 
-/// Statistics filled by `hicache_valkey_stats`. Set `struct_size` to
-/// `sizeof(hicache_valkey_stats)` before the call; the library fills what fits.
+/// Statistics filled by `hicache_stats`. Set `struct_size` to
+/// `sizeof(hicache_stats)` before the call; the library fills what fits.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-pub struct hicache_valkey_stats {
+pub struct hicache_stats {
     pub struct_size: u32,
     pub reserved: u32,
     /// Keys of this model (every rank) in this database, counted with SCAN.
@@ -205,10 +205,10 @@ mod tests {
         assert_eq!(offset_of!(hicache_valkey_options, value_format), 56);
         assert_eq!(offset_of!(hicache_valkey_options, model_name), 96);
         assert_eq!(size_of::<hicache_valkey_options>(), 104);
-        assert_eq!(offset_of!(hicache_valkey_stats, model_keys), 8);
-        assert_eq!(offset_of!(hicache_valkey_stats, used_memory_human), 32);
-        assert_eq!(size_of::<hicache_valkey_stats>(), 344);
-        assert_eq!(align_of::<hicache_valkey_stats>(), 8);
+        assert_eq!(offset_of!(hicache_stats, model_keys), 8);
+        assert_eq!(offset_of!(hicache_stats, used_memory_human), 32);
+        assert_eq!(size_of::<hicache_stats>(), 344);
+        assert_eq!(align_of::<hicache_stats>(), 8);
     }
 
     #[test]
