@@ -20,7 +20,9 @@ const MAX_LINE: usize = 16 << 10;
 /// A reply that fits on one line, or the header of a bulk string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// `+OK` and other simple strings.
+    /// `+OK` (the reply to every SET: kept apart so it costs no allocation).
+    Ok,
+    /// Other simple strings (`+PONG`).
     Simple(String),
     /// `:n`
     Int(i64),
@@ -74,10 +76,15 @@ impl Conn {
                 ErrorKind::Timeout,
                 format!("connecting to {server} ({addr}) timed out after {} ms", cfg.connect_timeout.as_millis()),
             ),
-            Some((addr, e)) => Error::new(
-                ErrorKind::Connection,
-                format!("cannot connect to {server} ({addr}): {e} (is valkey-server running there?)"),
-            ),
+            Some((addr, e)) => {
+                // Name the resolved address only when it says more than `server` does.
+                let via = if addr.to_string() == server { String::new() } else { format!(" ({addr})") };
+                let why = match e.raw_os_error() {
+                    Some(_) => e.kind().to_string(),
+                    None => e.to_string(),
+                };
+                Error::new(ErrorKind::Connection, format!("cannot connect to {server}{via}: {why} (is valkey-server running there?)"))
+            }
             None => Error::new(ErrorKind::Connection, format!("no address found for {server}")),
         })?;
         stream
@@ -349,6 +356,7 @@ fn parse_reply_line(line: &[u8]) -> Option<Reply> {
     let (kind, rest) = line.split_first()?;
     let text = || std::str::from_utf8(rest).ok();
     Some(match kind {
+        b'+' if rest == b"OK" => Reply::Ok,
         b'+' => Reply::Simple(text()?.to_string()),
         b'-' => Reply::Error(String::from_utf8_lossy(rest).into_owned()),
         b':' => Reply::Int(text()?.parse().ok()?),
@@ -451,13 +459,13 @@ mod tests {
     #[test]
     fn reply_lines_parse_like_the_redis_crate() {
         for (wire, ours) in [
-            (&b"+OK\r\n"[..], Reply::Simple("OK".into())),
+            (&b"+OK\r\n"[..], Reply::Ok),
             (b":42\r\n", Reply::Int(42)),
             (b"$-1\r\n", Reply::Bulk(None)),
         ] {
             let v: Value = redis::parse_redis_value(wire).unwrap();
             match (&v, &ours) {
-                (Value::Okay, Reply::Simple(s)) => assert_eq!(s, "OK"),
+                (Value::Okay, Reply::Ok) => {}
                 (Value::Int(a), Reply::Int(b)) => assert_eq!(a, b),
                 (Value::Nil, Reply::Bulk(None)) => {}
                 other => panic!("{other:?}"),

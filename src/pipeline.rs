@@ -143,7 +143,7 @@ pub fn set(
         q.flush(conn).map_err(|e| fail(e, acked))?;
         let i = in_flight.pop_front().expect("a command is in flight");
         match conn.read_reply().map_err(|e| fail(e, acked))? {
-            Reply::Simple(s) if s == "OK" => outcomes[i] = Outcome::Ok,
+            Reply::Ok => outcomes[i] = Outcome::Ok,
             Reply::Error(e) => {
                 let (outcome, err) = key_error(&e, conn);
                 outcomes[i] = outcome;
@@ -261,7 +261,8 @@ fn read_value(conn: &mut Conn, segments: &mut [&mut [u8]], size: u64, value_form
 /// `EXISTS prefix+key` for keys `done..`, one command per key so each has its own answer.
 pub fn exists(conn: &mut Conn, prefix: &[u8], keys: &[&[u8]], found: &mut [bool], done: usize) -> std::result::Result<(), LaneError> {
     let n = keys.len();
-    let mut cmds = Vec::with_capacity(64 << 10);
+    // About 40 bytes a command, for at most one window of commands.
+    let mut cmds = Vec::with_capacity((keys.len() - done).min(EXISTS_WINDOW) * (48 + prefix.len()));
     let mut next = done;
     let mut received = done;
     let fail = |error, done| LaneError { error, done };

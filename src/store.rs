@@ -352,7 +352,7 @@ impl Store {
     pub fn ping(&self) -> Result<Duration> {
         let started = Instant::now();
         let end = self.run_lane(0, |conn, _| match conn.command(&[b"PING"]) {
-            Ok(crate::conn::Reply::Simple(_)) => Ok(None),
+            Ok(crate::conn::Reply::Simple(_) | crate::conn::Reply::Ok) => Ok(None),
             Ok(other) => Err(LaneError { error: Error::protocol(format!("PING answered with {other:?}")), done: 0 }),
             Err(error) => Err(LaneError { error, done: 0 }),
         });
