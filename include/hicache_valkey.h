@@ -310,6 +310,10 @@ typedef struct hicache_stats {
   uint64_t exists_calls;
   uint64_t exists_p50_us;
   uint64_t exists_p99_us;
+  /*
+   Primaries of the Valkey Cluster the server figures are summed over; 0 for one server.
+   */
+  uint64_t cluster_primaries;
 } hicache_stats;
 
 #ifdef __cplusplus

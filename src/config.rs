@@ -64,11 +64,7 @@ impl fmt::Debug for Config {
 impl Config {
     /// `host:port` as used in messages.
     pub fn server(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        crate::conn::server_name(&self.host, self.port)
     }
 
     /// The timeout for a request that moves `bytes` bytes.

@@ -44,17 +44,19 @@ pub struct Conn {
     server: String,
     /// How long a read polls the socket without blocking before it sleeps (see [`Conn::set_spin`]).
     spin: Duration,
+    /// Whether a cluster redirection (`MOVED` / `ASK`) was answered since the last check.
+    redirected: bool,
 }
 
 impl Conn {
-    /// Connects to the configured server within `connect_timeout` and runs the handshake
-    /// (`AUTH`, `SELECT`, `PING`).
-    pub fn connect(cfg: &Config) -> Result<Conn> {
-        let server = cfg.server();
+    /// Connects to `host:port` within `cfg.connect_timeout` and runs the handshake (`AUTH`,
+    /// `SELECT`, `PING`) with `cfg`'s credentials.
+    pub fn connect(cfg: &Config, host: &str, port: u16) -> Result<Conn> {
+        let server = server_name(host, port);
         let started = Instant::now();
-        let addrs: Vec<SocketAddr> = (cfg.host.as_str(), cfg.port)
+        let addrs: Vec<SocketAddr> = (host, port)
             .to_socket_addrs()
-            .map_err(|e| Error::new(ErrorKind::Connection, format!("cannot resolve host '{}': {e}", cfg.host)))?
+            .map_err(|e| Error::new(ErrorKind::Connection, format!("cannot resolve host '{host}': {e}")))?
             .collect();
         let mut last_err = None;
         let mut stream = None;
@@ -90,7 +92,7 @@ impl Conn {
         stream
             .set_nodelay(true)
             .map_err(|e| Error::new(ErrorKind::Connection, format!("{server}: cannot set TCP_NODELAY: {e}")))?;
-        let mut conn = Conn { stream, buf: vec![0; READ_BUF].into_boxed_slice(), pos: 0, end: 0, read_limit: READ_BUF, deadline: None, server, spin: Duration::ZERO };
+        let mut conn = Conn { stream, buf: vec![0; READ_BUF].into_boxed_slice(), pos: 0, end: 0, read_limit: READ_BUF, deadline: None, server, spin: Duration::ZERO, redirected: false };
         conn.deadline = Some(started + cfg.connect_timeout);
         conn.handshake(cfg)?;
         conn.deadline = None;
@@ -133,6 +135,16 @@ impl Conn {
     /// `host:port` of the server, for messages.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// Records that the server redirected a key to another cluster node.
+    pub fn note_redirect(&mut self) {
+        self.redirected = true;
+    }
+
+    /// Whether a redirection was recorded since the last call.
+    pub fn take_redirect(&mut self) -> bool {
+        std::mem::take(&mut self.redirected)
     }
 
     /// Sets the time by which the current request must be done; `None` for no limit.
@@ -366,6 +378,15 @@ fn parse_reply_line(line: &[u8]) -> Option<Reply> {
         },
         _ => return None,
     })
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+pub fn server_name(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Appends the RESP array header `*argc`.

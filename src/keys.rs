@@ -9,9 +9,9 @@
 //!
 //! The pp part appears only when pp_size > 1, the cp part only when cp_size > 1. MLA models hold the
 //! same KV on every tp rank, so their keys leave the tp part out and all ranks share one copy.
-//! In `{model}`, `%` and `:` are written as `%25` and `%3A`, so a model's segment never contains
-//! `:` and `hicache:{model}:*` matches exactly that model's keys. No `{...}` hash tag is used, so
-//! in a cluster a model's pages spread over all slots.
+//! In `{model}`, `%`, `:`, `{` and `}` are written as `%25`, `%3A`, `%7B` and `%7D`: a model's
+//! segment never contains `:`, so `hicache:{model}:*` matches exactly that model's keys, and never
+//! forms a cluster hash tag, so a model's pages spread over all slots of a cluster.
 
 use crate::error::{Error, Result};
 
@@ -84,7 +84,7 @@ impl Namespace {
 }
 
 fn escape_model(model: &str) -> String {
-    model.replace('%', "%25").replace(':', "%3A")
+    model.replace('%', "%25").replace(':', "%3A").replace('{', "%7B").replace('}', "%7D")
 }
 
 /// Whether `key` matches a glob `pattern` as Valkey's `MATCH` does for the subset we emit
@@ -119,6 +119,7 @@ mod tests {
         assert_eq!(ns("m", true, (0, 2), (1, 2), (1, 2)).key(b"k"), b"hicache:m:pp1of2:cp1of2:k");
         assert_eq!(ns("Qwen/Qwen3-8B", false, (0, 1), (0, 1), (0, 1)).key(b"k"), b"hicache:Qwen/Qwen3-8B:0:1:k");
         assert_eq!(ns("a:b%c", false, (0, 1), (0, 1), (0, 1)).key(b"k"), b"hicache:a%3Ab%25c:0:1:k");
+        assert_eq!(ns("{tag}", true, (0, 1), (0, 1), (0, 1)).key(b"k"), b"hicache:%7Btag%7D:k");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! [`ffi`] and is a thin shell over it. See the README for the key format, the stored value
 //! format and the data path.
 
+mod cluster;
 mod config;
 mod conn;
 mod error;

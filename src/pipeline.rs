@@ -27,7 +27,10 @@ pub struct LaneError {
 }
 
 /// A server error reply for one key: the key's outcome and the message to report.
-fn key_error(reply: &str, conn: &Conn) -> (Outcome, Error) {
+fn key_error(reply: &str, conn: &mut Conn) -> (Outcome, Error) {
+    if reply.starts_with("MOVED ") || reply.starts_with("ASK ") {
+        conn.note_redirect();
+    }
     let outcome = if reply.starts_with("OOM") { Outcome::OutOfMemory } else { Outcome::ServerError };
     let hint = if outcome == Outcome::OutOfMemory {
         " (maxmemory reached with a noeviction policy: raise maxmemory or use maxmemory-policy allkeys-lru)"
@@ -258,9 +261,17 @@ fn read_value(conn: &mut Conn, segments: &mut [&mut [u8]], size: u64, value_form
     Ok(Ok(Outcome::Ok))
 }
 
-/// `EXISTS prefix+key` for keys `done..`, one command per key so each has its own answer.
-pub fn exists(conn: &mut Conn, prefix: &[u8], keys: &[&[u8]], found: &mut [bool], done: usize) -> std::result::Result<(), LaneError> {
+/// `EXISTS prefix+key` for keys `done..`, one command per key so each has its own answer:
+/// `outcomes[i]` becomes `Ok` (exists), `Miss`, or the error the server answered for that key.
+pub fn exists(
+    conn: &mut Conn,
+    prefix: &[u8],
+    keys: &[&[u8]],
+    outcomes: &mut [Outcome],
+    done: usize,
+) -> std::result::Result<Option<Error>, LaneError> {
     let n = keys.len();
+    let mut first_err = None;
     // About 40 bytes a command, for at most one window of commands.
     let mut cmds = Vec::with_capacity((keys.len() - done).min(EXISTS_WINDOW) * (48 + prefix.len()));
     let mut next = done;
@@ -280,19 +291,21 @@ pub fn exists(conn: &mut Conn, prefix: &[u8], keys: &[&[u8]], found: &mut [bool]
         // Read what was sent, keeping the next batch of commands from waiting for all of it.
         let until = next.min(received + EXISTS_WINDOW / 2).max(received + 1);
         while received < until {
-            match conn.read_reply().map_err(|e| fail(e, received))? {
-                Reply::Int(v) => found[received] = v > 0,
+            outcomes[received] = match conn.read_reply().map_err(|e| fail(e, received))? {
+                Reply::Int(v) if v > 0 => Outcome::Ok,
+                Reply::Int(_) => Outcome::Miss,
                 Reply::Error(e) => {
-                    let err = Error::from_server_reply(&e, conn.server());
-                    return Err(fail(err, received));
+                    let (outcome, err) = key_error(&e, conn);
+                    first_err.get_or_insert(err);
+                    outcome
                 }
                 other => {
                     let e = Error::protocol(format!("{} answered EXISTS with {other:?}", conn.server()));
                     return Err(fail(e, received));
                 }
-            }
+            };
             received += 1;
         }
     }
-    Ok(())
+    Ok(first_err)
 }

@@ -32,9 +32,34 @@ pub struct ServerStats {
     pub connected_clients: u64,
     /// The server's version (`valkey_version`, or `redis_version` on Redis).
     pub server_version: String,
+    /// Primaries of the cluster these figures are summed over; 0 for a single server.
+    pub cluster_primaries: u64,
 }
 
 impl ServerStats {
+    /// The figures of several servers (a cluster's primaries) added up; the policy and version
+    /// are the first server's, the memory's human form is recomputed for the sum.
+    pub fn sum(all: Vec<ServerStats>) -> ServerStats {
+        let mut all = all.into_iter();
+        let Some(mut total) = all.next() else { return ServerStats::default() };
+        let mut several = false;
+        for s in all {
+            several = true;
+            total.model_keys += s.model_keys;
+            total.db_keys += s.db_keys;
+            total.used_memory += s.used_memory;
+            total.maxmemory += s.maxmemory;
+            total.evicted_keys += s.evicted_keys;
+            total.keyspace_hits += s.keyspace_hits;
+            total.keyspace_misses += s.keyspace_misses;
+            total.connected_clients += s.connected_clients;
+        }
+        if several {
+            total.used_memory_human = human(total.used_memory);
+        }
+        total
+    }
+
     /// hits / (hits + misses), 0 when there were none.
     pub fn keyspace_hit_ratio(&self) -> f64 {
         ratio(self.keyspace_hits, self.keyspace_misses)
@@ -110,6 +135,18 @@ impl ClientStats {
 pub struct Stats {
     pub server: ServerStats,
     pub client: ClientStats,
+}
+
+/// Bytes the way Valkey's `used_memory_human` writes them (`1.50M`).
+fn human(bytes: u64) -> String {
+    let units = ["B", "K", "M", "G", "T", "P"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.2}{}", units[u])
 }
 
 fn ratio(hits: u64, misses: u64) -> f64 {
@@ -202,8 +239,13 @@ pub fn scan_keys(con: &mut redis::Connection, pattern: &[u8], delete: bool) -> R
         let (next, keys): (u64, Vec<Vec<u8>>) =
             redis::cmd("SCAN").cursor_arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query(con)?;
         if delete && !keys.is_empty() {
-            let removed: u64 = redis::cmd("UNLINK").arg(&keys).query(con)?;
-            count += removed;
+            // One UNLINK per key, pipelined: in a cluster, keys of one command must share a slot.
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("UNLINK").arg(k);
+            }
+            let removed: Vec<u64> = pipe.query(con)?;
+            count += removed.iter().sum::<u64>();
         } else if !delete {
             count += keys.len() as u64;
         }
@@ -237,6 +279,15 @@ mod tests {
         assert_eq!((s.keyspace_hits, s.keyspace_misses, s.connected_clients), (3, 1, 7));
         assert_eq!(s.keyspace_hit_ratio(), 0.75);
         assert_eq!(s.server_version, "8.0.1");
+    }
+
+    #[test]
+    fn sums_over_primaries() {
+        let one = ServerStats { model_keys: 2, used_memory: 1 << 20, used_memory_human: "1.00M".into(), connected_clients: 3, ..Default::default() };
+        let s = ServerStats::sum(vec![one.clone(), one.clone(), one.clone()]);
+        assert_eq!((s.model_keys, s.used_memory, s.connected_clients), (6, 3 << 20, 9));
+        assert_eq!(s.used_memory_human, "3.00M");
+        assert_eq!(ServerStats::sum(vec![one.clone()]), one);
     }
 
     #[test]

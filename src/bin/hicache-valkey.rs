@@ -192,6 +192,7 @@ fn stats(conn: &ConnArgs, json: bool) -> AnyResult<()> {
             "keyspace_hit_ratio": s.keyspace_hit_ratio,
             "connected_clients": s.connected_clients,
             "server_version": version,
+            "cluster_primaries": s.cluster_primaries,
             "client": {
                 "get_hits": s.get_hits, "get_misses": s.get_misses, "get_hit_ratio": s.get_hit_ratio,
                 "exists_hits": s.exists_hits, "exists_misses": s.exists_misses, "exists_hit_ratio": s.exists_hit_ratio,
@@ -206,6 +207,7 @@ fn stats(conn: &ConnArgs, json: bool) -> AnyResult<()> {
     let maxmem = if s.maxmemory_bytes == 0 { "unlimited".to_string() } else { format!("{} ({})", s.maxmemory_bytes, human_bytes(s.maxmemory_bytes)) };
     let rows: Vec<(&str, String)> = vec![
         ("server", format!("{} (valkey {version})", cfg.server())),
+        ("cluster", if s.cluster_primaries == 0 { "no (single server)".to_string() } else { format!("{} primaries (figures summed over them)", s.cluster_primaries) }),
         ("database", cfg.db.to_string()),
         ("model", model),
         ("model keys", s.model_keys.to_string()),

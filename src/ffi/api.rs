@@ -432,6 +432,7 @@ pub unsafe extern "C" fn hicache_valkey_stats(handle: *const hicache_valkey, out
             exists_calls: c.exists_latency.calls,
             exists_p50_us: c.exists_latency.p50_us,
             exists_p99_us: c.exists_latency.p99_us,
+            cluster_primaries: sv.cluster_primaries,
         };
         copy_cstr(&mut r.used_memory_human, &sv.used_memory_human);
         copy_cstr(&mut r.maxmemory_policy, &sv.maxmemory_policy);

@@ -189,6 +189,8 @@ pub struct hicache_stats {
     pub exists_calls: u64,
     pub exists_p50_us: u64,
     pub exists_p99_us: u64,
+    /// Primaries of the Valkey Cluster the server figures are summed over; 0 for one server.
+    pub cluster_primaries: u64,
 }
 
 #[cfg(test)]
@@ -207,7 +209,7 @@ mod tests {
         assert_eq!(size_of::<hicache_valkey_options>(), 104);
         assert_eq!(offset_of!(hicache_stats, model_keys), 8);
         assert_eq!(offset_of!(hicache_stats, used_memory_human), 32);
-        assert_eq!(size_of::<hicache_stats>(), 344);
+        assert_eq!(size_of::<hicache_stats>(), 352);
         assert_eq!(align_of::<hicache_stats>(), 8);
     }
 

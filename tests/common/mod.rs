@@ -60,3 +60,54 @@ impl Drop for Server {
         self.kill();
     }
 }
+
+/// A throwaway Valkey Cluster of `n` primaries (no replicas) on free loopback ports, each node with
+/// its own temp dir and its own cluster bus port; every node is killed when dropped.
+pub struct Cluster {
+    pub nodes: Vec<Server>,
+}
+
+impl Cluster {
+    pub fn start(n: usize) -> Cluster {
+        Self::start_with_replicas(n, 0)
+    }
+
+    /// `primaries` primaries with `replicas` replicas each; nodes `0..primaries` are the primaries.
+    pub fn start_with_replicas(primaries: usize, replicas: usize) -> Cluster {
+        let mut nodes = Vec::new();
+        for _ in 0..primaries * (1 + replicas) {
+            let bus = free_port().to_string();
+            nodes.push(Server::start(&["--cluster-enabled", "yes", "--cluster-port", &bus, "--cluster-node-timeout", "2000"]));
+        }
+        let mut create = Command::new("valkey-cli");
+        create.arg("--cluster").arg("create");
+        for s in &nodes {
+            create.arg(format!("127.0.0.1:{}", s.port));
+        }
+        let out = create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]).output().expect("valkey-cli (run scripts/install-deps.sh)");
+        assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        let cluster = Cluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for s in &cluster.nodes {
+            loop {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut s.redis()).unwrap();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "cluster did not become ok: {info}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        cluster
+    }
+
+    /// The node id of node `i`.
+    pub fn id(&self, i: usize) -> String {
+        redis::cmd("CLUSTER").arg("MYID").query(&mut self.nodes[i].redis()).unwrap()
+    }
+
+    /// Keys stored on node `i`.
+    pub fn dbsize(&self, i: usize) -> u64 {
+        redis::cmd("DBSIZE").query(&mut self.nodes[i].redis()).unwrap()
+    }
+}

@@ -1,0 +1,151 @@
+//! Against a real 3-primary Valkey Cluster: keys are routed by slot to their primary, a
+//! resharding (MOVED) is followed, a lost primary fails only its own keys, stats and clear
+//! cover every primary.
+
+mod common;
+
+use common::Cluster;
+use hicache_valkey::{Outcome, ReadTargets, Settings, Store};
+use std::io::IoSlice;
+use std::process::Command;
+
+fn open(port: u16) -> Store {
+    let s = Settings { host: Some("127.0.0.1".into()), port: Some(port.into()), model_name: Some("{cluster}/model".into()), ..Default::default() };
+    Store::open(s.resolve().unwrap()).unwrap()
+}
+
+fn data(n: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let keys = (0..n).map(|i| format!("{i:064x}").into_bytes()).collect();
+    let pages = (0..n).map(|i| (0..20_000).map(|j| (i * 131 + j * 7) as u8).collect()).collect();
+    (keys, pages)
+}
+
+fn set(store: &Store, keys: &[Vec<u8>], pages: &[Vec<u8>]) -> Vec<Outcome> {
+    let k: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+    let slices: Vec<[IoSlice<'_>; 2]> = pages.iter().map(|p| [IoSlice::new(&p[..5000]), IoSlice::new(&p[5000..])]).collect();
+    let values: Vec<&[IoSlice<'_>]> = slices.iter().map(|s| s.as_slice()).collect();
+    let mut out = vec![Outcome::Miss; keys.len()];
+    store.batch_set(&k, &values, &mut out).unwrap();
+    out
+}
+
+fn get(store: &Store, keys: &[Vec<u8>]) -> (Vec<Outcome>, Vec<Vec<u8>>) {
+    let k: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+    let mut bufs = vec![vec![0u8; 20_000]; keys.len()];
+    let mut t = ReadTargets::with_capacity(keys.len(), keys.len());
+    for b in bufs.iter_mut() {
+        t.push_value([b.as_mut_slice()]);
+    }
+    let mut out = vec![Outcome::Miss; keys.len()];
+    store.batch_get(&k, &mut t, &mut out).unwrap();
+    drop(t);
+    (out, bufs)
+}
+
+#[test]
+fn keys_spread_over_primaries_and_round_trip() {
+    let cluster = Cluster::start(3);
+    let store = open(cluster.nodes[1].port);
+    assert_eq!(store.cluster_primaries(), 3);
+    let (keys, pages) = data(300);
+    assert!(set(&store, &keys, &pages).iter().all(|o| *o == Outcome::Ok));
+    // `{cluster}` in the model name is escaped, so it is no hash tag: every primary holds keys.
+    for i in 0..3 {
+        assert!(cluster.dbsize(i) > 50, "node {i} holds {} keys", cluster.dbsize(i));
+    }
+    let (out, bufs) = get(&store, &keys);
+    assert!(out.iter().all(|o| *o == Outcome::Ok), "{out:?}");
+    assert!(bufs == pages);
+    let k: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+    let mut found = vec![false; 300];
+    assert_eq!(store.batch_exists(&k, &mut found).unwrap().0, 300);
+    let s = store.stats().unwrap();
+    assert_eq!((s.server.model_keys, s.server.cluster_primaries), (300, 3));
+    assert!(s.server.connected_clients >= 3);
+    assert_eq!(store.clear().unwrap(), 300);
+    assert_eq!((0..3).map(|i| cluster.dbsize(i)).sum::<u64>(), 0);
+}
+
+#[test]
+fn a_resharded_slot_is_followed_after_moved() {
+    let cluster = Cluster::start(3);
+    let store = open(cluster.nodes[0].port);
+    let (keys, pages) = data(200);
+    assert!(set(&store, &keys, &pages).iter().all(|o| *o == Outcome::Ok));
+    let before = cluster.dbsize(0);
+    // Move all of node 0's slots (and their keys) to node 1, behind the handle's back.
+    let out = Command::new("valkey-cli")
+        .args(["--cluster", "reshard", &format!("127.0.0.1:{}", cluster.nodes[0].port)])
+        .args(["--cluster-from", &cluster.id(0), "--cluster-to", &cluster.id(1), "--cluster-slots", "16384", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "reshard failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(cluster.dbsize(0), 0, "node 0 had {before} keys and should have none now");
+    let (out, bufs) = get(&store, &keys);
+    assert!(out.iter().all(|o| *o == Outcome::Ok), "{out:?}");
+    assert!(bufs == pages);
+    assert_eq!(store.cluster_primaries(), 2);
+    assert!(set(&store, &keys, &pages).iter().all(|o| *o == Outcome::Ok));
+}
+
+#[test]
+fn a_lost_primary_fails_only_its_own_keys() {
+    let mut cluster = Cluster::start(3);
+    let store = open(cluster.nodes[0].port);
+    let (keys, pages) = data(150);
+    assert!(set(&store, &keys, &pages).iter().all(|o| *o == Outcome::Ok));
+    let on_node2 = cluster.dbsize(2) as usize;
+    cluster.nodes[2].kill();
+    let (out, bufs) = get(&store, &keys);
+    let failed = out.iter().filter(|o| **o == Outcome::IoError).count();
+    assert_eq!(failed, on_node2, "{out:?}");
+    for (i, o) in out.iter().enumerate() {
+        if *o == Outcome::Ok {
+            assert_eq!(bufs[i], pages[i]);
+        }
+    }
+    assert_eq!(out.iter().filter(|o| **o == Outcome::Ok).count(), 150 - on_node2);
+}
+
+#[test]
+fn after_a_failover_the_promoted_replica_serves_the_keys() {
+    let mut cluster = Cluster::start_with_replicas(3, 1);
+    let store = open(cluster.nodes[0].port);
+    let (keys, pages) = data(120);
+    assert!(set(&store, &keys, &pages).iter().all(|o| *o == Outcome::Ok));
+    // valkey-cli chooses which nodes become primaries: ask each node its role.
+    let role = |i: usize| -> String {
+        let r: Vec<redis::Value> = redis::cmd("ROLE").query(&mut cluster.nodes[i].redis()).unwrap();
+        redis::from_redis_value(r[0].clone()).unwrap()
+    };
+    let primaries: Vec<usize> = (0..6).filter(|i| role(*i) == "master").collect();
+    assert_eq!(primaries.len(), 3);
+    // Make sure the replicas have everything before a primary dies.
+    for &i in &primaries {
+        let acked: u64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut cluster.nodes[i].redis()).unwrap();
+        assert_eq!(acked, 1);
+    }
+    let dead = *primaries.iter().find(|i| **i != 0).unwrap();
+    let dead_id = cluster.id(dead);
+    cluster.nodes[dead].kill();
+    // Wait (bounded) until every surviving node marks the dead one failed and sees 3 primaries.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for i in (0..6).filter(|i| *i != dead) {
+        loop {
+            let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut cluster.nodes[i].redis()).unwrap();
+            let failed = nodes.lines().any(|l| l.starts_with(&dead_id) && l.contains("fail") && !l.contains("fail?"));
+            let masters = nodes.lines().filter(|l| l.contains("master") && !l.contains("fail")).count();
+            if failed && masters == 3 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no failover seen by node {i}:\n{nodes}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    // The handle still points the dead node's slots at it: the first try fails, the slot
+    // map is read again and the keys are fetched from the promoted replica.
+    let (out, bufs) = get(&store, &keys);
+    assert!(out.iter().all(|o| *o == Outcome::Ok), "{out:?}");
+    assert!(bufs == pages);
+    assert_eq!(store.cluster_primaries(), 3);
+}
