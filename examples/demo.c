@@ -190,7 +190,11 @@ int main(void) {
     s.struct_size = sizeof s;
     TRY("hicache_valkey_stats", hicache_valkey_stats(h, &s));
     printf("[5] stats\n");
-    printf("  server (valkey %s)\n", s.server_version);
+    if (s.cluster_primaries > 0)
+        printf("  cluster of %llu primaries (valkey %s; figures summed over them)\n",
+               (unsigned long long)s.cluster_primaries, s.server_version);
+    else
+        printf("  server (valkey %s)\n", s.server_version);
     printf("    %-22s %llu (of %llu in the database)\n", "keys of this model", (unsigned long long)s.model_keys,
            (unsigned long long)s.db_keys);
     printf("    %-22s %s (%llu bytes)\n", "memory used", s.used_memory_human, (unsigned long long)s.used_memory_bytes);

@@ -5,6 +5,7 @@
 # (scripts/with-valkey.sh), which is stopped afterwards.
 #
 #   scripts/demo.sh                  # PREFIX defaults to build/prefix
+#   scripts/demo.sh --cluster        # the same against a throwaway 3-primary Valkey Cluster
 #   HICACHE_PREFIX=/opt/hv scripts/demo.sh
 set -euo pipefail
 
@@ -32,5 +33,10 @@ if ! { cmake -S "$repo/examples" -B "$build" -DCMAKE_PREFIX_PATH="$prefix" && cm
 fi
 echo "built $build/demo"
 
-step "starting a throwaway valkey-server and running the demo"
-"$repo/scripts/with-valkey.sh" -- "$build/demo"
+if [ "${1:-}" = "--cluster" ]; then
+  step "starting a throwaway 3-primary Valkey Cluster and running the demo"
+  "$repo/scripts/with-valkey-cluster.sh" -n 3 -- "$build/demo"
+else
+  step "starting a throwaway valkey-server and running the demo"
+  "$repo/scripts/with-valkey.sh" -- "$build/demo"
+fi
