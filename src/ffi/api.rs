@@ -37,8 +37,11 @@ fn invalid(message: impl Into<String>) -> Error {
 
 /// Size of the first published `hicache_valkey_options` (everything up to `model_name`).
 const OPTIONS_V1_SIZE: usize = std::mem::size_of::<hicache_valkey_options>();
-/// Size of the first published `hicache_stats`.
-const STATS_V1_SIZE: usize = std::mem::size_of::<hicache_stats>();
+/// Size of `hicache_stats` in this version.
+const STATS_SIZE: usize = std::mem::size_of::<hicache_stats>();
+/// The smallest `struct_size` accepted: the fields of the first published struct, up to
+/// `exists_p99_us` (callers built before `cluster_primaries` was appended).
+const STATS_MIN_SIZE: usize = std::mem::offset_of!(hicache_stats, cluster_primaries);
 
 /// Fills `opts` with "unset" values (take the environment, else the defaults) and its
 /// `struct_size`.
@@ -391,13 +394,13 @@ pub unsafe extern "C" fn hicache_valkey_stats(handle: *const hicache_valkey, out
         non_null(out, "out")?;
         // SAFETY: non-NULL; struct_size is the first field.
         let size = unsafe { (*out).struct_size } as usize;
-        if size < STATS_V1_SIZE {
-            return Err(invalid(format!("out->struct_size is {size}, expected sizeof(hicache_stats) = {STATS_V1_SIZE}")));
+        if size < STATS_MIN_SIZE {
+            return Err(invalid(format!("out->struct_size is {size}, expected sizeof(hicache_stats) = {STATS_SIZE}")));
         }
         let s = store.stats()?;
         let (sv, c) = (&s.server, &s.client);
         let mut r = hicache_stats {
-            struct_size: STATS_V1_SIZE as u32,
+            struct_size: 0,
             reserved: 0,
             model_keys: sv.model_keys,
             db_keys: sv.db_keys,
@@ -437,8 +440,13 @@ pub unsafe extern "C" fn hicache_valkey_stats(handle: *const hicache_valkey, out
         copy_cstr(&mut r.used_memory_human, &sv.used_memory_human);
         copy_cstr(&mut r.maxmemory_policy, &sv.maxmemory_policy);
         copy_cstr(&mut r.server_version, &sv.server_version);
-        // SAFETY: writable for at least our struct's size (checked above).
-        unsafe { out.write(r) };
+        // A caller built against an older, shorter struct gets the fields it knows, and its
+        // struct_size stays what it was (so the struct can be passed again as it is).
+        let n = size.min(STATS_SIZE);
+        r.struct_size = n as u32;
+        // SAFETY: `out` is writable for `struct_size` >= n bytes by contract; `r` is a plain
+        // struct of STATS_SIZE >= n bytes.
+        unsafe { std::ptr::copy_nonoverlapping((&r as *const hicache_stats).cast::<u8>(), out.cast::<u8>(), n) };
         Ok(())
     })
 }

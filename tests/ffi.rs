@@ -1,0 +1,36 @@
+//! The exported C functions called from Rust against a real server, for what the C tests do not
+//! reach easily: struct versioning of the stats.
+
+mod common;
+
+use common::Server;
+use ::hicache_valkey::ffi::{
+    hicache_stats, hicache_status, hicache_valkey_close, hicache_valkey_open, hicache_valkey_options, hicache_valkey_options_init,
+    hicache_valkey_stats,
+};
+
+#[test]
+fn stats_serve_callers_built_against_the_shorter_first_struct() {
+    let server = Server::start(&[]);
+    unsafe {
+        let mut o = std::mem::zeroed::<hicache_valkey_options>();
+        assert_eq!(hicache_valkey_options_init(&mut o), hicache_status::Ok);
+        o.host = c"127.0.0.1".as_ptr();
+        o.port = server.port.into();
+        let mut h = std::ptr::null_mut();
+        assert_eq!(hicache_valkey_open(&o, &mut h), hicache_status::Ok);
+
+        let old = std::mem::offset_of!(hicache_stats, cluster_primaries);
+        let mut buf = vec![0xEEu8; std::mem::size_of::<hicache_stats>() + 16];
+        buf[..4].copy_from_slice(&(old as u32).to_ne_bytes());
+        assert_eq!(hicache_valkey_stats(h, buf.as_mut_ptr().cast()), hicache_status::Ok);
+        assert_eq!(u32::from_ne_bytes(buf[..4].try_into().unwrap()) as usize, old, "struct_size kept");
+        assert!(buf[old..].iter().all(|b| *b == 0xEE), "wrote past the caller's struct");
+        let policy = &buf[std::mem::offset_of!(hicache_stats, maxmemory_policy)..][..10];
+        assert_eq!(policy, b"noeviction");
+
+        buf[..4].copy_from_slice(&(old as u32 - 8).to_ne_bytes());
+        assert_eq!(hicache_valkey_stats(h, buf.as_mut_ptr().cast()), hicache_status::InvalidArgument);
+        hicache_valkey_close(h);
+    }
+}
