@@ -1,0 +1,271 @@
+"""Loading ``libhicache_valkey.so`` and declaring its C ABI (include/hicache_valkey.h) for ctypes.
+
+The library is loaded with :class:`ctypes.CDLL`, which releases the GIL for the duration of each
+call: several Python threads can have I/O in flight on one handle at once (the handle is
+thread-safe). Do not switch to ``PyDLL``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import threading
+from ctypes import (
+    POINTER,
+    Structure,
+    c_char,
+    c_char_p,
+    c_double,
+    c_int32,
+    c_size_t,
+    c_uint8,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+from pathlib import Path
+from typing import Optional
+
+from .errors import LibraryNotFoundError, error_for_status
+
+LIB_ENV = "HICACHE_VALKEY_LIB"
+if sys.platform == "darwin":
+    LIB_NAME = "libhicache_valkey.dylib"
+elif sys.platform == "win32":
+    LIB_NAME = "hicache_valkey.dll"
+else:
+    LIB_NAME = "libhicache_valkey.so"
+
+#: Pass in an int32 option to take the value from the environment, else the default.
+UNSET = -1
+
+
+class hicache_valkey_options(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("port", c_int32),
+        ("db", c_int32),
+        ("tp_rank", c_int32),
+        ("tp_size", c_int32),
+        ("pp_rank", c_int32),
+        ("pp_size", c_int32),
+        ("cp_rank", c_int32),
+        ("cp_size", c_int32),
+        ("checksum", c_int32),
+        ("connect_timeout_ms", c_int32),
+        ("timeout_ms", c_int32),
+        ("connections", c_int32),
+        ("is_mla", c_uint32),
+        ("value_format", c_uint64),
+        ("url", c_char_p),
+        ("host", c_char_p),
+        ("username", c_char_p),
+        ("password", c_char_p),
+        ("model_name", c_char_p),
+    ]
+
+
+class hicache_key(Structure):
+    _fields_ = [("ptr", POINTER(c_uint8)), ("len", c_size_t)]
+
+
+class hicache_segment(Structure):
+    _fields_ = [("ptr", c_void_p), ("len", c_size_t)]
+
+
+class hicache_value(Structure):
+    _fields_ = [("segments", POINTER(hicache_segment)), ("count", c_size_t)]
+
+
+class hicache_stats(Structure):
+    """``hicache_stats`` (called ``hicache_valkey_stats`` before cluster support added
+    ``cluster_primaries``)."""
+
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("reserved", c_uint32),
+        ("model_keys", c_uint64),
+        ("db_keys", c_uint64),
+        ("used_memory_bytes", c_uint64),
+        ("used_memory_human", c_char * 32),
+        ("maxmemory_bytes", c_uint64),
+        ("maxmemory_policy", c_char * 32),
+        ("evicted_keys", c_uint64),
+        ("keyspace_hits", c_uint64),
+        ("keyspace_misses", c_uint64),
+        ("keyspace_hit_ratio", c_double),
+        ("connected_clients", c_uint64),
+        ("server_version", c_char * 32),
+        ("get_hits", c_uint64),
+        ("get_misses", c_uint64),
+        ("get_hit_ratio", c_double),
+        ("exists_hits", c_uint64),
+        ("exists_misses", c_uint64),
+        ("exists_hit_ratio", c_double),
+        ("pages_written", c_uint64),
+        ("bytes_written", c_uint64),
+        ("pages_read", c_uint64),
+        ("bytes_read", c_uint64),
+        ("errors", c_uint64),
+        ("reconnects", c_uint64),
+        ("set_calls", c_uint64),
+        ("set_p50_us", c_uint64),
+        ("set_p99_us", c_uint64),
+        ("get_calls", c_uint64),
+        ("get_p50_us", c_uint64),
+        ("get_p99_us", c_uint64),
+        ("exists_calls", c_uint64),
+        ("exists_p50_us", c_uint64),
+        ("exists_p99_us", c_uint64),
+        ("cluster_primaries", c_uint64),
+    ]
+
+
+hicache_valkey_stats = hicache_stats  # the struct's earlier name
+
+
+class hicache_valkey(Structure):
+    """Opaque handle."""
+
+
+HandleP = POINTER(hicache_valkey)
+
+# (name, restype, argtypes) of every exported function, in header order.
+_PROTOTYPES = [
+    ("hicache_valkey_options_init", c_int32, [POINTER(hicache_valkey_options)]),
+    ("hicache_valkey_open", c_int32, [POINTER(hicache_valkey_options), POINTER(HandleP)]),
+    ("hicache_valkey_close", None, [HandleP]),
+    (
+        "hicache_valkey_batch_set",
+        c_int32,
+        [HandleP, POINTER(hicache_key), POINTER(hicache_value), c_size_t, POINTER(c_int32)],
+    ),
+    (
+        "hicache_valkey_batch_get",
+        c_int32,
+        [HandleP, POINTER(hicache_key), POINTER(hicache_value), c_size_t, POINTER(c_int32)],
+    ),
+    (
+        "hicache_valkey_batch_exists",
+        c_int32,
+        [HandleP, POINTER(hicache_key), c_size_t, POINTER(c_uint8), POINTER(c_size_t)],
+    ),
+    ("hicache_valkey_stats", c_int32, [HandleP, POINTER(hicache_stats)]),
+    ("hicache_valkey_clear", c_int32, [HandleP, POINTER(c_uint64)]),
+    ("hicache_valkey_ping", c_int32, [HandleP, POINTER(c_uint64)]),
+    ("hicache_valkey_version", c_char_p, []),
+    ("hicache_valkey_status_str", c_char_p, [c_int32]),
+    ("hicache_valkey_outcome_str", c_char_p, [c_int32]),
+    ("hicache_valkey_last_error", c_size_t, [POINTER(c_char), c_size_t]),
+]
+
+_lib: Optional[ctypes.CDLL] = None
+_lib_path: Optional[str] = None
+_load_lock = threading.Lock()
+
+
+def package_library_path() -> Path:
+    """Where an installed package keeps its copy of the library."""
+    return Path(__file__).resolve().parent / LIB_NAME
+
+
+def find_library() -> str:
+    """``$HICACHE_VALKEY_LIB`` when set, else the copy inside the package; raises
+    :class:`LibraryNotFoundError` naming both places when neither exists."""
+    bundled = package_library_path()
+    env = os.environ.get(LIB_ENV)
+    if env:
+        if os.path.isfile(env):
+            return env
+        raise LibraryNotFoundError(
+            f"{LIB_ENV} is set to {env!r}, which is not a file "
+            f"(the package's own copy would be {str(bundled)!r}); "
+            f"build it with `cargo build --release` (target/release/{LIB_NAME}) "
+            f"and point {LIB_ENV} at it, or unset {LIB_ENV}"
+        )
+    if bundled.is_file():
+        return str(bundled)
+    raise LibraryNotFoundError(
+        f"{LIB_NAME} not found: not inside the package ({str(bundled)!r}) and {LIB_ENV} "
+        f"is not set; build it with `cargo build --release` and reinstall the package "
+        f"(pip install ./python_ctypes copies target/release/{LIB_NAME} into it), "
+        f"or set {LIB_ENV}=/path/to/{LIB_NAME}"
+    )
+
+
+def lib() -> ctypes.CDLL:
+    """The loaded library with every prototype declared (loaded once, on first use)."""
+    global _lib, _lib_path
+    if _lib is not None:
+        return _lib
+    with _load_lock:
+        if _lib is None:
+            path = find_library()
+            try:
+                handle = ctypes.CDLL(path)  # CDLL: the GIL is released during calls
+            except OSError as e:
+                raise LibraryNotFoundError(f"cannot load {path!r}: {e}") from e
+            for name, restype, argtypes in _PROTOTYPES:
+                fn = getattr(handle, name)
+                fn.restype = restype
+                fn.argtypes = argtypes
+            _check_layouts()
+            _lib_path = path
+            _lib = handle
+    return _lib
+
+
+def library_path() -> str:
+    """The path the library was (or will be) loaded from."""
+    lib()
+    assert _lib_path is not None
+    return _lib_path
+
+
+def _check_layouts() -> None:
+    ptr = ctypes.sizeof(c_void_p)
+    assert ctypes.sizeof(hicache_key) == 2 * ptr
+    assert ctypes.sizeof(hicache_segment) == 2 * ptr
+    assert ctypes.sizeof(hicache_value) == 2 * ptr
+    if ptr == 8:
+        assert ctypes.sizeof(hicache_valkey_options) == 104, ctypes.sizeof(hicache_valkey_options)
+        assert hicache_valkey_options.value_format.offset == 56
+        assert ctypes.sizeof(hicache_stats) == 352, ctypes.sizeof(hicache_stats)
+        assert hicache_stats.used_memory_human.offset == 32
+
+
+_ERRBUF_LEN = 1024
+
+
+def last_error() -> str:
+    """This thread's last error message of the library (empty when the last call succeeded)."""
+    f = lib().hicache_valkey_last_error
+    buf = ctypes.create_string_buffer(_ERRBUF_LEN)
+    n = f(buf, _ERRBUF_LEN)
+    if n >= _ERRBUF_LEN:
+        buf = ctypes.create_string_buffer(n + 1)
+        f(buf, n + 1)
+    return buf.value.decode("utf-8", "replace")
+
+
+def check(status: int, what: str) -> None:
+    """Raises the exception of ``status`` (with the library's message) unless it is OK. Must be
+    called right after the call that returned ``status``, on the same thread."""
+    if status != 0:
+        message = last_error()
+        name = lib().hicache_valkey_status_str(status).decode()
+        raise error_for_status(status, f"{what} failed ({name}): {message}" if message else f"{what} failed ({name})")
+
+
+def version() -> str:
+    """The C library's version, e.g. ``"0.1.0"``."""
+    return lib().hicache_valkey_version().decode()
+
+
+def status_str(status: int) -> str:
+    return lib().hicache_valkey_status_str(status).decode()
+
+
+def outcome_str(outcome: int) -> str:
+    return lib().hicache_valkey_outcome_str(outcome).decode()
