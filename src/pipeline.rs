@@ -4,6 +4,7 @@
 //! arrives, and on a connection failure returns the error with `done` telling how far it got, so
 //! the caller can retry the rest on a fresh connection.
 
+use crate::config::Config;
 use crate::conn::{bulk_header_len, push_array_header, push_bulk, push_bulk_header, Conn, Reply};
 use crate::error::{Error, Result};
 use crate::format::{checksum, checksum_slices, Header, Rejection, HEADER_LEN};
@@ -97,16 +98,14 @@ impl<'a> WriteQueue<'a> {
 /// `SET prefix+key header+payload` for keys `done..`; `sizes[i]` is value i's payload length.
 pub fn set(
     conn: &mut Conn,
-    prefix: &[u8],
+    cfg: &Config,
     keys: &[&[u8]],
     values: &[&[IoSlice<'_>]],
     sizes: &[u64],
-    value_format: u64,
-    with_checksum: bool,
-    window: usize,
     outcomes: &mut [Outcome],
     done: usize,
 ) -> std::result::Result<Option<Error>, LaneError> {
+    let (prefix, value_format, window) = (cfg.namespace.prefix(), cfg.value_format, cfg.set_window);
     let n = keys.len();
     let mut first_err = None;
     let mut q = WriteQueue::new();
@@ -121,7 +120,7 @@ pub fn set(
             let header = Header {
                 payload_len: payload,
                 value_format,
-                checksum: with_checksum.then(|| checksum_slices(values[next])),
+                checksum: cfg.checksum.then(|| checksum_slices(values[next])),
             };
             let mark = q.arena.len();
             push_array_header(&mut q.arena, 3);
@@ -168,16 +167,14 @@ pub fn set(
 /// being 0) and `sizes[i]` their total length; a value of another length is not read into them.
 pub fn get(
     conn: &mut Conn,
-    prefix: &[u8],
+    cfg: &Config,
     keys: &[&[u8]],
-    segs: &mut [&mut [u8]],
-    bounds: &[usize],
+    (segs, bounds): (&mut [&mut [u8]], &[usize]),
     sizes: &[u64],
-    value_format: u64,
-    window: usize,
     outcomes: &mut [Outcome],
     done: usize,
 ) -> std::result::Result<Option<Error>, LaneError> {
+    let (prefix, value_format, window) = (cfg.namespace.prefix(), cfg.value_format, cfg.get_window);
     let n = keys.len();
     let mut first_err = None;
     let mut cmds = Vec::with_capacity(4096);

@@ -530,7 +530,7 @@ impl Store {
             let cfg = &self.cfg;
             jobs.push(move || {
                 self.run_lane(node, bytes, |conn, done| {
-                    pipeline::set(conn, cfg.namespace.prefix(), keys, values, sizes, cfg.value_format, cfg.checksum, cfg.set_window, mine, done)
+                    pipeline::set(conn, cfg, keys, values, sizes, mine, done)
                 })
             });
         }
@@ -591,7 +591,7 @@ impl Store {
             let cfg = &self.cfg;
             jobs.push(move || {
                 self.run_lane(node, bytes, |conn, done| {
-                    pipeline::get(conn, cfg.namespace.prefix(), keys, segs, &bounds, sizes, cfg.value_format, cfg.get_window, mine, done)
+                    pipeline::get(conn, cfg, keys, (&mut *segs, &bounds), sizes, mine, done)
                 })
             });
         }

@@ -122,7 +122,7 @@ fn after_a_failover_the_promoted_replica_serves_the_keys() {
     assert_eq!(primaries.len(), 3);
     // Make sure the replicas have everything before a primary dies.
     for &i in &primaries {
-        let acked: u64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut cluster.nodes[i].redis()).unwrap();
+        let acked: u64 = redis::cmd("WAIT").arg(1).arg(10000).query(&mut cluster.nodes[i].redis()).unwrap();
         assert_eq!(acked, 1);
     }
     let dead = *primaries.iter().find(|i| **i != 0).unwrap();

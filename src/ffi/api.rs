@@ -236,6 +236,33 @@ unsafe fn value_segments<'a>(v: &hicache_value, i: usize) -> Result<&'a [hicache
     Ok(segs)
 }
 
+type BatchArgs<'a> = (&'a Store, Vec<&'a [u8]>, &'a [hicache_value], &'a mut [i32]);
+
+/// The checked arguments of `batch_set` / `batch_get`: the store, the keys as slices, the
+/// values and the outcome slots.
+///
+/// # Safety
+/// As documented on those functions.
+unsafe fn batch_args<'a>(
+    handle: *const hicache_valkey,
+    keys: *const hicache_key,
+    values: *const hicache_value,
+    n: usize,
+    outcomes: *mut i32,
+) -> Result<BatchArgs<'a>, Error> {
+    // SAFETY (whole block): the pointers are checked for NULL; validity is the caller's contract.
+    let store = unsafe { store(handle) }?;
+    let keys = unsafe { key_slices(items(keys, n, "keys")?) }?;
+    let values = unsafe { items(values, n, "values") }?;
+    let out = if n == 0 {
+        &mut []
+    } else {
+        non_null(outcomes, "outcomes")?;
+        unsafe { std::slice::from_raw_parts_mut(outcomes, n) }
+    };
+    Ok((store, keys, values, out))
+}
+
 /// Writes the outcomes and the message of the first failed key, if any.
 fn report(outcomes: &[Outcome], out: &mut [i32], report: crate::BatchReport) {
     for (o, slot) in outcomes.iter().zip(out.iter_mut()) {
@@ -267,11 +294,8 @@ pub unsafe extern "C" fn hicache_valkey_batch_set(
     outcomes: *mut i32,
 ) -> hicache_status {
     ffi_call(|| {
-        // SAFETY (whole block): the pointers are checked for NULL; validity is the contract above.
-        let store = unsafe { store(handle) }?;
-        let keys = unsafe { key_slices(items(keys, n, "keys")?) }?;
-        let values = unsafe { items(values, n, "values") }?;
-        let out = unsafe { items(outcomes, n, "outcomes") }?;
+        // SAFETY: the contract above.
+        let (store, keys, values, out) = unsafe { batch_args(handle, keys, values, n, outcomes) }?;
         let mut flat: Vec<IoSlice<'_>> = Vec::with_capacity(values.iter().map(|v| v.count).sum());
         let mut bounds = Vec::with_capacity(n + 1);
         bounds.push(0);
@@ -285,8 +309,6 @@ pub unsafe extern "C" fn hicache_valkey_batch_set(
         let per_value: Vec<&[IoSlice<'_>]> = bounds.windows(2).map(|w| &flat[w[0]..w[1]]).collect();
         let mut results = vec![Outcome::Ok; n];
         let r = store.batch_set(&keys, &per_value, &mut results)?;
-        // SAFETY: outcomes is non-NULL (checked) and writable for n items by contract.
-        let out = unsafe { std::slice::from_raw_parts_mut(out.as_ptr() as *mut i32, n) };
         report(&results, out, r);
         Ok(())
     })
@@ -311,11 +333,8 @@ pub unsafe extern "C" fn hicache_valkey_batch_get(
     outcomes: *mut i32,
 ) -> hicache_status {
     ffi_call(|| {
-        // SAFETY (whole block): the pointers are checked for NULL; validity is the contract above.
-        let store = unsafe { store(handle) }?;
-        let keys = unsafe { key_slices(items(keys, n, "keys")?) }?;
-        let values = unsafe { items(values, n, "values") }?;
-        let out = unsafe { items(outcomes, n, "outcomes") }?;
+        // SAFETY: the contract above.
+        let (store, keys, values, out) = unsafe { batch_args(handle, keys, values, n, outcomes) }?;
         let mut targets = ReadTargets::with_capacity(n, values.iter().map(|v| v.count).sum());
         for (i, v) in values.iter().enumerate() {
             let segs = unsafe { value_segments(v, i) }?;
@@ -327,8 +346,6 @@ pub unsafe extern "C" fn hicache_valkey_batch_get(
         }
         let mut results = vec![Outcome::Miss; n];
         let r = store.batch_get(&keys, &mut targets, &mut results)?;
-        // SAFETY: outcomes is non-NULL (checked) and writable for n items by contract.
-        let out = unsafe { std::slice::from_raw_parts_mut(out.as_ptr() as *mut i32, n) };
         report(&results, out, r);
         Ok(())
     })

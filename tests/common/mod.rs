@@ -98,6 +98,21 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        // Replicas sync in the background after the cluster is formed: wait (bounded) until every
+        // primary has all its replicas online, so writes can be acknowledged by them.
+        if replicas > 0 {
+            for s in &cluster.nodes {
+                loop {
+                    let info: String = redis::cmd("INFO").arg("replication").query(&mut s.redis()).unwrap();
+                    let online = info.lines().filter(|l| l.starts_with("slave") && l.contains("state=online")).count();
+                    if info.contains("role:slave") || online == replicas {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline + Duration::from_secs(20), "replicas not online: {info}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
         cluster
     }
 

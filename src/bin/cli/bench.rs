@@ -476,7 +476,7 @@ pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &Bench
         .or_else(|| std::env::var_os("HICACHE_VALKEY_PEER_PYTHON").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("python3"));
     let mut have_peer = !args.no_peer;
-    if have_peer && cfg.password.is_some() || have_peer && cfg.db != 0 {
+    if have_peer && (cfg.password.is_some() || cfg.db != 0) {
         progress("valkey-py peer skipped: its script connects to db 0 without a password");
         have_peer = false;
     }
