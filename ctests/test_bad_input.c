@@ -97,7 +97,8 @@ static void test_handle_calls(hicache_valkey *h) {
     /* stats: struct_size too small, NULL out. */
     st.struct_size = 0;
     CHECK_FAILS(hicache_valkey_stats(h, &st), HICACHE_STATUS_INVALID_ARGUMENT);
-    st.struct_size = sizeof st - 1;
+    /* Shorter than the first published struct (which ended before cluster_primaries). */
+    st.struct_size = offsetof(hicache_stats, cluster_primaries) - 1;
     CHECK_FAILS(hicache_valkey_stats(h, &st), HICACHE_STATUS_INVALID_ARGUMENT);
     st.struct_size = 8;
     CHECK_FAILS(hicache_valkey_stats(h, &st), HICACHE_STATUS_INVALID_ARGUMENT);
