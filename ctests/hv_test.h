@@ -281,4 +281,17 @@ static inline hicache_key hv_key(const char *s) {
     return k;
 }
 
+/* Stores under `key` one page of `count` segments of `sizes`, filled from `seed`; checks it was stored. */
+static inline void hv_put_page(hicache_valkey *h, const char *key, uint64_t seed, size_t count, const size_t *sizes) {
+    hv_page p;
+    hv_page_alloc(&p, count, sizes);
+    hv_page_fill(&p, seed);
+    hicache_key k = hv_key(key);
+    hicache_value v = hv_page_value(&p);
+    int32_t o = -1;
+    CHECK_OK(hicache_valkey_batch_set(h, &k, &v, 1, &o));
+    CHECK(o == HICACHE_OUTCOME_OK);
+    hv_page_free(&p);
+}
+
 #endif /* HV_TEST_H */

@@ -30,17 +30,7 @@ static hicache_valkey *open_rank(const char *model, rank r) {
     return hv_open_opts(&o);
 }
 
-static void put(hicache_valkey *h, const char *key, uint64_t seed) {
-    hv_page p;
-    hv_page_alloc(&p, 3, SIZES);
-    hv_page_fill(&p, seed);
-    hicache_key k = hv_key(key);
-    hicache_value v = hv_page_value(&p);
-    int32_t o = -1;
-    CHECK_OK(hicache_valkey_batch_set(h, &k, &v, 1, &o));
-    CHECK(o == HICACHE_OUTCOME_OK);
-    hv_page_free(&p);
-}
+static void put(hicache_valkey *h, const char *key, uint64_t seed) { hv_put_page(h, key, seed, 3, SIZES); }
 
 /* The outcome of reading `key`; on a hit, the payload must be `seed`; on a miss, untouched. */
 static int32_t get(hicache_valkey *h, const char *key, uint64_t seed) {

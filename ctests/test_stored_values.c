@@ -26,17 +26,7 @@ static int32_t get1(hicache_valkey *h, const char *key, hv_page *p) {
     return o;
 }
 
-static void set1(hicache_valkey *h, const char *key, uint64_t seed) {
-    hv_page p;
-    hv_page_alloc(&p, 3, SIZES);
-    hv_page_fill(&p, seed);
-    hicache_key k = hv_key(key);
-    hicache_value v = hv_page_value(&p);
-    int32_t o = -1;
-    CHECK_OK(hicache_valkey_batch_set(h, &k, &v, 1, &o));
-    CHECK(o == HICACHE_OUTCOME_OK);
-    hv_page_free(&p);
-}
+static void set1(hicache_valkey *h, const char *key, uint64_t seed) { hv_put_page(h, key, seed, 3, SIZES); }
 
 int main(void) {
     char model[64], full[4][128], other[96];
