@@ -31,7 +31,7 @@ step "benchmark smoke run" scripts/bench.sh --quick
 passed=0; failed=0
 while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
   grep -aoE 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | awk '{print $4, $6}'
-  grep -aoE '[0-9]+ tests failed out of [0-9]+' "$log" | awk '{print $6 - $1, $1}'
+  grep -aE '^[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "$log" | awk '{print $9 - $4, $4}'
   grep -aE '^=+ .*[0-9]+ (passed|failed)' "$log" \
     | awk '{p=0; f=0; for (i=1;i<=NF;i++) { if ($(i+1) ~ /^passed/) p=$i; if ($(i+1) ~ /^failed/) f=$i }; print p, f}'
 )
