@@ -268,8 +268,13 @@ fn report(outcomes: &[Outcome], out: &mut [i32], report: crate::BatchReport) {
     for (o, slot) in outcomes.iter().zip(out.iter_mut()) {
         *slot = hicache_outcome::from(*o) as i32;
     }
+    report_failures(report, outcomes.len());
+}
+
+/// Sets the last error to the first failed key's message, if a key of the `n` failed.
+fn report_failures(report: crate::BatchReport, n: usize) {
     if let Some(e) = report.first_error {
-        set_last_error(&format!("{} of {} keys failed; first: {e}", report.failed, outcomes.len()));
+        set_last_error(&format!("{} of {n} keys failed; first: {e}", report.failed));
     }
 }
 
@@ -382,9 +387,7 @@ pub unsafe extern "C" fn hicache_valkey_batch_exists(
             }
         }
         unsafe { leading_hits.write(leading) };
-        if let Some(e) = r.first_error {
-            set_last_error(&format!("{} of {n} keys failed; first: {e}", r.failed));
-        }
+        report_failures(r, n);
         Ok(())
     })
 }
