@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Server;
+use common::{free_port, Server};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -19,13 +19,9 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn free_port() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string()
-}
-
 #[test]
 fn unreachable_server_is_one_clear_line() {
-    let port = free_port();
+    let port = free_port().to_string();
     let out = cli(&["--host", "127.0.0.1", "--port", &port, "ping"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(

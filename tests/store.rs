@@ -65,7 +65,7 @@ fn set_then_get_round_trips_scatter_gather_values() {
 
 #[test]
 fn unreachable_server_is_a_connection_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let e = Store::open(settings(port).resolve().unwrap()).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
     assert!(e.message().contains(&format!("127.0.0.1:{port}")), "{e}");
