@@ -23,7 +23,12 @@ HYBRID_LAYOUTS = ("page_first", "page_first_direct")
 
 #: Side-pool geometries (deliberately unlike the KV pool's, so a mix-up shows as wrong bytes).
 SWA_GEOMETRY = dict(layers=2, heads=1, head_dim=16)
+SWA_GEOMETRY_MLA = dict(layers=2, kv_lora_rank=8, qk_rope_head_dim=8)
 DRAFT_GEOMETRY = dict(layers=1)
+
+
+def swa_geometry(kind: str) -> dict:
+    return SWA_GEOMETRY if kind == "mha" else SWA_GEOMETRY_MLA
 
 
 def make_mamba_pool(
@@ -121,16 +126,19 @@ def make_hybrid_pools(
     page_size: int = 4,
     mamba: Optional[dict] = None,
     swa: Optional[dict] = None,
+    draft_kind: Optional[str] = None,
 ) -> HybridPools:
-    """KV (MHA or MLA) of ``pages`` pages + Mamba + SWA + draft (same index space as KV)."""
+    """KV (MHA or MLA) of ``pages`` pages + Mamba + SWA + draft (same index space as KV). The
+    SWA pool has the KV pool's kind, as SGLang's build_hybrid_swa_group builds it; the draft
+    pool the KV's kind unless ``draft_kind`` (an MHA draft under an MLA target)."""
     kv = make_pool(kind, layout, pages, page_size=page_size)
     side: Dict[str, object] = {}
     if with_mamba:
         side["mamba"] = make_mamba_pool(layout, mamba_slots or pages, **(mamba or {}))
     if with_swa:
-        side["swa"] = make_pool("mha", layout, swa_pages or pages, page_size=page_size, **{**SWA_GEOMETRY, **(swa or {})})
+        side["swa"] = make_pool(kind, layout, swa_pages or pages, page_size=page_size, **{**swa_geometry(kind), **(swa or {})})
     if with_draft:
-        side["draft"] = make_pool(kind, layout, pages, page_size=page_size, **DRAFT_GEOMETRY)
+        side["draft"] = make_pool(draft_kind or kind, layout, pages, page_size=page_size, **DRAFT_GEOMETRY)
     return HybridPools(kv, side)
 
 

@@ -334,20 +334,21 @@ def test_rank_and_model_isolation(valkey, model, made):
 
 
 def test_mla_hybrid_kv_shared_mamba_per_rank(valkey, model, made):
-    """MLA KV (and MLA-geometry side pools such as the draft) is written by the writer rank and
-    read by all; Mamba state is TP-sharded, so every rank writes and reads its own; an MHA-geometry
-    side pool (SWA here) is per rank too."""
+    """MLA KV and MLA-geometry side pools (the SWA pool of an MLA model) are written by the writer
+    rank and read by all; Mamba state is TP-sharded, so every rank writes and reads its own; so is
+    an MHA-geometry side pool (an MHA draft under an MLA target: its heads are split over ranks)."""
     n = 8
     keys = page_keys(n, salt="mla-hybrid")
     ranks = []
     for rank in (0, 1):
-        pools = make_hybrid_pools("mla", "page_first", n)
+        pools = make_hybrid_pools("mla", "page_first", n, draft_kind="mha")
         for i, p in enumerate(pools.all().values()):
             fill(p, 50 + 10 * rank + i)
         ranks.append((pools, made(valkey.port, model, pools, tp_rank=rank, tp_size=2, mla=True)))
     (p0, b0), (p1, b1) = ranks
     assert b0.is_storage_writer and not b1.is_storage_writer
     idx = entry_indices(p0.kv, list(range(n)))
+    mamba_only = [PoolTransfer(MAMBA, keys=["__placeholder__"], hit_policy=TRAILING)]
 
     def side_transfers(pools):
         return [
@@ -356,25 +357,27 @@ def test_mla_hybrid_kv_shared_mamba_per_rank(valkey, model, made):
             PoolTransfer(DRAFT, host_indices=idx, keys=keys, indices_from_pool=KV),
         ]
 
-    # the non-writer: KV and the shared draft are reported done without a write; its Mamba
-    # state and its SWA window are stored, under its own rank
+    # the non-writer: KV and the shared SWA window are reported done without a write; its Mamba
+    # state and its MHA draft are stored, under its own rank
     assert b1.batch_set_v1(keys, idx) == [True] * n
     assert b1.batch_set_v2(side_transfers(p1)) == {MAMBA: [True], SWA: [True, True], DRAFT: [True] * n}
-    assert b1.batch_exists_v2(keys, query_transfers()).kv_hit_pages == 0  # no KV yet (rank 0 writes it)
+    assert b1.batch_exists_v2(keys, mamba_only).kv_hit_pages == 0  # no KV yet (rank 0 writes it)
     assert b0.batch_set_v1(keys, idx) == [True] * n
-    assert b1.batch_exists_v2(keys, query_transfers(with_draft=False)).kv_hit_pages == n
-    assert b1.batch_exists_v2(keys, query_transfers()).kv_hit_pages == 0  # the draft is rank 0's to write
-    # rank 0 has KV but neither its own Mamba state nor its window yet: nothing restorable for it
-    assert b0.batch_exists_v2(keys, query_transfers(with_draft=False)).restorable_prefix_pages == []
+    assert b1.batch_exists_v2(keys, mamba_only).kv_hit_pages == n
+    assert b1.batch_exists_v2(keys, query_transfers()).kv_hit_pages == 0  # the SWA window is rank 0's to write
+    # rank 0 has KV but neither its own Mamba state nor its draft yet: nothing restorable for it
+    assert b0.batch_exists_v2(keys, mamba_only).restorable_prefix_pages == []
+    assert b0.batch_exists_v2(keys, [PoolTransfer(DRAFT, keys=None)]).kv_hit_pages == 0
     assert b0.batch_set_v2(side_transfers(p0)) == {MAMBA: [True], SWA: [True, True], DRAFT: [True] * n}
     for b in (b0, b1):
         res = b.batch_exists_v2(keys, query_transfers())
         assert (res.kv_hit_pages, res.restorable_prefix_pages) == (n, [n])
 
     want_kv = [entry_bytes(p0.kv, e) for e in range(n)]
-    want_draft = [entry_bytes(p0.side["draft"], e) for e in range(n)]
+    want_swa = [entry_bytes(p0.side["swa"], 0), entry_bytes(p0.side["swa"], 1)]
     for pools, b in ranks:
-        mine = [entry_bytes(pools.side["mamba"], 2), entry_bytes(pools.side["swa"], 0), entry_bytes(pools.side["swa"], 1)]
+        mine_mamba = entry_bytes(pools.side["mamba"], 2)
+        mine_draft = [entry_bytes(pools.side["draft"], e) for e in range(n)]
         for p in pools.all().values():
             zero(p)
         ridx = entry_indices(pools.kv, list(reversed(range(n))))
@@ -386,9 +389,11 @@ def test_mla_hybrid_kv_shared_mamba_per_rank(valkey, model, made):
         ])
         assert got == {MAMBA: [True], SWA: [True, True], DRAFT: [True] * n}
         assert [entry_bytes(pools.kv, n - 1 - e) for e in range(n)] == want_kv  # rank 0's copy
-        assert [entry_bytes(pools.side["draft"], n - 1 - e) for e in range(n)] == want_draft
-        assert [entry_bytes(pools.side["mamba"], 5), entry_bytes(pools.side["swa"], 3), entry_bytes(pools.side["swa"], 2)] == mine
+        assert [entry_bytes(pools.side["swa"], 3), entry_bytes(pools.side["swa"], 2)] == want_swa  # rank 0's
+        assert entry_bytes(pools.side["mamba"], 5) == mine_mamba  # its own
+        assert [entry_bytes(pools.side["draft"], n - 1 - e) for e in range(n)] == mine_draft  # its own
     assert entry_bytes(p0.side["mamba"], 5) != entry_bytes(p1.side["mamba"], 5)
+    assert entry_bytes(p0.side["draft"], 0) != entry_bytes(p1.side["draft"], 0)
 
 
 @pytest.mark.parametrize(
