@@ -9,12 +9,13 @@ from __future__ import annotations
 from ._lib import LIB_ENV, find_library, library_path, version
 from .errors import (
     AuthenticationError,
-    PermissionDeniedError,
     HiCacheValkeyError,
+    IncompatibleLayoutError,
     InternalError,
     InvalidArgumentError,
     InvalidConfigError,
     LibraryNotFoundError,
+    PermissionDeniedError,
     ProtocolError,
     ServerError,
     Status,
@@ -34,6 +35,7 @@ __all__ = [
     "Status",
     "HiCacheValkeyError",
     "LibraryNotFoundError",
+    "IncompatibleLayoutError",
     "InvalidArgumentError",
     "InvalidConfigError",
     "ValkeyConnectionError",
