@@ -38,7 +38,9 @@ class BuildPyWithLibrary(build_py):
                 "(pip install ./python_ctypes, pip wheel, python -m build --wheel), which runs cargo, "
                 "or set HICACHE_VALKEY_NO_BUNDLE=1"
             )
-        dest = Path(self.build_lib) / "hicache_valkey" / build_backend.LIB_NAME
+        # An editable install imports the package from this directory: the library goes there.
+        base = HERE if getattr(self, "editable_mode", False) else Path(self.build_lib)
+        dest = base / "hicache_valkey" / build_backend.LIB_NAME
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(lib, dest)
         os.chmod(dest, 0o755)

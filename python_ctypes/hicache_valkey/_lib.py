@@ -189,16 +189,15 @@ def find_library() -> str:
         raise LibraryNotFoundError(
             f"{LIB_ENV} is set to {env!r}, which is not a file "
             f"(the package's own copy would be {str(bundled)!r}); "
-            f"build it with `cargo build --release` (target/release/{LIB_NAME}) "
-            f"and point {LIB_ENV} at it, or unset {LIB_ENV}"
+            f"point it at a built library (`cargo build --release` makes "
+            f"target/release/{LIB_NAME}), or unset {LIB_ENV}"
         )
     if bundled.is_file():
         return str(bundled)
     raise LibraryNotFoundError(
         f"{LIB_NAME} not found: not inside the package ({str(bundled)!r}) and {LIB_ENV} "
-        f"is not set; build it with `cargo build --release` and reinstall the package "
-        f"(pip install ./python_ctypes copies target/release/{LIB_NAME} into it), "
-        f"or set {LIB_ENV}=/path/to/{LIB_NAME}"
+        f"is not set; reinstall the package (pip install ./python_ctypes builds the library "
+        f"and bundles it), or set {LIB_ENV}=/path/to/{LIB_NAME}"
     )
 
 
