@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-cargo build --release --quiet --bin hicache-valkey
+cargo build --release --quiet -p hicache-valkey-cli
 
 cache=${HICACHE_VALKEY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hicache-valkey}
 sglang_venv="$cache/sglang-0.5.23-torch-2.14.1-tf-5.19.0-v1"
@@ -52,4 +52,4 @@ mkdir -p docs
 
 # The peer script connects to 127.0.0.1:PORT without a password, db 0: the throwaway server fits.
 unset VALKEY_URL VALKEY_DB VALKEY_PASSWORD VALKEY_USERNAME
-exec scripts/with-valkey.sh -- target/release/hicache-valkey bench "${args[@]}" "$@"
+exec scripts/with-valkey.sh -- "${CARGO_TARGET_DIR:-target}/release/hicache-valkey" bench "${args[@]}" "$@"

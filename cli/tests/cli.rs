@@ -1,5 +1,7 @@
 //! The `hicache-valkey` CLI as an operator runs it, against real valkey-servers.
 
+// The library's test helpers (throwaway servers), shared rather than copied: one copy to fix.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{free_port, Server};

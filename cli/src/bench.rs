@@ -469,7 +469,7 @@ pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &Bench
     if !args.no_valkey_benchmark && !have_vb {
         progress("valkey-benchmark not found: skipping that reference (scripts/install-deps.sh installs it)");
     }
-    let peer_script = args.peer_script.clone().unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench/peer_valkey_py.py")));
+    let peer_script = args.peer_script.clone().unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/bench/peer_valkey_py.py")));
     let peer_python = args
         .peer_python
         .clone()

@@ -1,15 +1,11 @@
 //! `hicache-valkey`: operate and benchmark a Valkey used as an LLM engine's KV-cache tier.
 //!
 //! Every subcommand goes through the library's public C ABI (`hicache_valkey::ffi`), the same code
-//! path a C or Python caller uses; see `cli/client.rs` for the safe wrapper.
+//! path a C or Python caller uses; see `client.rs` for the safe wrapper.
 
-#[path = "cli/bench.rs"]
 mod bench;
-#[path = "cli/client.rs"]
 mod client;
-#[path = "cli/plot.rs"]
 mod plot;
-#[path = "cli/refs.rs"]
 mod refs;
 
 use clap::{Args, Parser, Subcommand};
