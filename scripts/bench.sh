@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: installs the dependencies, builds the release CLI, starts a throwaway
 # loopback valkey-server (scripts/with-valkey.sh) and runs `hicache-valkey bench` against it,
-# side by side with valkey-benchmark and the valkey-py peer script. Writes docs/bench.json and
-# docs/bench.png unless told otherwise.
+# side by side with valkey-benchmark and the valkey-py peer script.
+# Writes docs/bench.json and docs/bench.svg unless told otherwise (--quick: target/bench-quick.*).
 #
 #   scripts/bench.sh [--quick] [other `hicache-valkey bench` options]
 #
@@ -36,17 +36,17 @@ if [ -z "$peer_python" ]; then
   [ -f "$venv/.complete" ] && peer_python="$venv/bin/python"
 fi
 
-json=docs/bench.json png=docs/bench.png
+json=docs/bench.json svg=docs/bench.svg
 for a in "$@"; do
   case "$a" in
-    --quick) json=target/bench-quick.json png=target/bench-quick.png ;;
+    --quick) json=target/bench-quick.json svg=target/bench-quick.svg ;;
     --json|--json=*) json="" ;;
-    --plot|--plot=*) png="" ;;
+    --plot|--plot=*) svg="" ;;
   esac
 done
 args=()
 [ -n "$json" ] && args+=(--json "$json")
-[ -n "$png" ] && args+=(--plot "$png")
+[ -n "$svg" ] && args+=(--plot "$svg")
 if [ -n "$peer_python" ]; then args+=(--peer-python "$peer_python"); else args+=(--no-peer); fi
 mkdir -p docs
 

@@ -1,6 +1,7 @@
 //! The bench's references (valkey-benchmark, the valkey-py peer script) and its probes (server
 //! and client CPU time, this process's RSS).
 
+use serde::Deserialize;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -164,10 +165,12 @@ pub fn unlink_keyspace(t: &Target, keyspace: u64) -> redis::RedisResult<()> {
     Ok(())
 }
 
-/// The valkey-py peer's figures for one page size.
-#[derive(Clone, Debug)]
+/// The valkey-py peer's figures for one page size: the JSON line the peer script prints.
+#[derive(Clone, Debug, Deserialize)]
 pub struct Peer {
+    #[serde(rename = "set_GBps")]
     pub set_gbps: f64,
+    #[serde(rename = "get_GBps")]
     pub get_gbps: f64,
     pub exists_per_s: f64,
 }
@@ -177,9 +180,7 @@ pub fn peer(python: &Path, script: &Path, port: u16, pages: usize, size: usize, 
     cmd.arg(script).args([port.to_string(), pages.to_string(), size.to_string(), repeat.to_string()]);
     let out = run_bounded(&mut cmd, Duration::from_secs(300))?;
     let line = out.lines().rev().find(|l| l.trim_start().starts_with('{')).ok_or_else(|| format!("peer printed no JSON: {out}"))?;
-    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("peer printed bad JSON ({e}): {line}"))?;
-    let f = |k: &str| v[k].as_f64().ok_or_else(|| format!("peer JSON has no {k}: {line}"));
-    Ok(Peer { set_gbps: f("set_GBps")?, get_gbps: f("get_GBps")?, exists_per_s: f("exists_per_s")? })
+    serde_json::from_str(line).map_err(|e| format!("peer printed unexpected JSON ({e}): {line}"))
 }
 
 /// Whether `python` can import valkey and numpy.

@@ -71,9 +71,9 @@ fn ping_stats_clear_and_a_quick_bench() {
     assert!(run(&["clear"]).contains("deleted 1 keys of model 'cli-test'"));
 
     let dir = tempfile::tempdir().unwrap();
-    let (json, png) = (dir.path().join("b.json"), dir.path().join("b.png"));
+    let (json, svg) = (dir.path().join("b.json"), dir.path().join("b.svg"));
     let started = Instant::now();
-    let mut args = vec!["bench", "--quick", "--json", json.to_str().unwrap(), "--plot", png.to_str().unwrap()];
+    let mut args = vec!["bench", "--quick", "--json", json.to_str().unwrap(), "--plot", svg.to_str().unwrap()];
     if std::env::var_os("HICACHE_VALKEY_PEER_PYTHON").is_none() {
         args.push("--no-peer");
     }
@@ -89,8 +89,18 @@ fn ping_stats_clear_and_a_quick_bench() {
     }
     assert!(doc["exists"]["best_keys_per_s"].as_f64().unwrap() > 0.0);
     assert!(doc["latency_4k_batch_of_1"]["get_p50_us"].as_f64().unwrap() > 0.0);
-    assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"), "{chart:.200}");
+    for text in ["batch_set", "batch_get", "hicache-valkey (C ABI)", "64K", "1M", "GB/s"] {
+        assert!(chart.contains(text), "the chart has no text {text:?}");
+    }
+    // The report reads back, and --replot draws the same chart from it without a server.
+    let again = dir.path().join("again.svg");
+    let out = cli(&["bench", "--replot", json.to_str().unwrap(), "--plot", again.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), chart);
     // The bench cleans up after itself: no key of its model, nor of valkey-benchmark's, is left.
     let left: u64 = redis::cmd("DBSIZE").query(&mut server.redis()).unwrap();
     assert_eq!(left, 0);
 }
+
