@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: installs the dependencies, builds the release CLI, starts a throwaway
 # loopback valkey-server (scripts/with-valkey.sh) and runs `hicache-valkey bench` against it,
-# side by side with valkey-benchmark and the valkey-py peer script.
+# side by side with valkey-benchmark and the valkey-py peer script (bench/peer_valkey_py.py).
 # Writes docs/bench.json and docs/bench.svg unless told otherwise (--quick: target/bench-quick.*).
 #
 #   scripts/bench.sh [--quick] [other `hicache-valkey bench` options]
@@ -50,6 +50,6 @@ args=()
 if [ -n "$peer_python" ]; then args+=(--peer-python "$peer_python"); else args+=(--no-peer); fi
 mkdir -p docs
 
-# The peer script connects to 127.0.0.1:PORT without a password, db 0: the throwaway server fits.
+# Against the throwaway server only (no password, db 0), whatever the caller's environment says.
 unset VALKEY_URL VALKEY_DB VALKEY_PASSWORD VALKEY_USERNAME
 exec scripts/with-valkey.sh -- "${CARGO_TARGET_DIR:-target}/release/hicache-valkey" bench "${args[@]}" "$@"

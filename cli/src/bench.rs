@@ -1,6 +1,6 @@
 //! `hicache-valkey bench`: batch_set / batch_get / batch_exists through the C ABI against a local
 //! valkey-server, side by side with valkey-benchmark (the server's ceiling) and the valkey-py
-//! peer script (the plain Python approach), with RSS, CPU and latency
+//! peer script (the plain Python approach, `bench/peer_valkey_py.py`), with RSS, CPU and latency
 //! figures. The report (`report.rs`) is printed as a table and written as JSON and an SVG chart
 //! (`chart.rs`).
 
@@ -55,7 +55,7 @@ pub struct BenchArgs {
     /// Python with `valkey` and `numpy` for the peer script [default: $HICACHE_VALKEY_PEER_PYTHON, else python3].
     #[arg(long)]
     peer_python: Option<PathBuf>,
-    /// The peer script [default: ../shared/bench/peer_valkey_py.py next to the source tree].
+    /// The peer script [default: bench/peer_valkey_py.py of the source tree].
     #[arg(long)]
     peer_script: Option<PathBuf>,
     /// Skip measuring the cost of the xxh3 payload checksum.
@@ -454,17 +454,13 @@ pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &Bench
         skip("valkey-benchmark not found: that reference is skipped (scripts/install-deps.sh installs it)".into());
         have_vb = false;
     }
-    let peer_script = args.peer_script.clone().unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/bench/peer_valkey_py.py")));
+    let peer_script = args.peer_script.clone().unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/peer_valkey_py.py")));
     let peer_python = args
         .peer_python
         .clone()
         .or_else(|| std::env::var_os("HICACHE_VALKEY_PEER_PYTHON").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("python3"));
     let mut have_peer = !args.no_peer;
-    if have_peer && (cfg.password.is_some() || cfg.db != 0) {
-        skip("valkey-py peer skipped: its script connects to db 0 without a password".into());
-        have_peer = false;
-    }
     if have_peer && !peer_script.exists() {
         skip(format!("valkey-py peer skipped: {} not found (--peer-script)", peer_script.display()));
         have_peer = false;
@@ -499,7 +495,7 @@ pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &Bench
         };
         let peer = if have_peer {
             let repeat = (plan.min_bytes / (size * args.pages) as u64).clamp(if q { 1 } else { 3 }, 64) as usize;
-            match refs::peer(&peer_python, &peer_script, cfg.port, args.pages, size, repeat) {
+            match refs::peer(&peer_python, &peer_script, &target, args.pages, size, repeat) {
                 Ok(p) => {
                     progress(&format!("valkey-py {:>4}: set {:.2} GB/s, get {:.2} GB/s (best of {repeat})", size_label(size), p.set_gbps, p.get_gbps));
                     Some(p)

@@ -165,7 +165,7 @@ pub fn unlink_keyspace(t: &Target, keyspace: u64) -> redis::RedisResult<()> {
     Ok(())
 }
 
-/// The valkey-py peer's figures for one page size: the JSON line the peer script prints.
+/// The valkey-py peer's figures for one page size: the JSON line `bench/peer_valkey_py.py` prints.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Peer {
     #[serde(rename = "set_GBps")]
@@ -175,9 +175,18 @@ pub struct Peer {
     pub exists_per_s: f64,
 }
 
-pub fn peer(python: &Path, script: &Path, port: u16, pages: usize, size: usize, repeat: usize) -> Result<Peer, String> {
+/// Runs the peer script against `t`: `PORT PAGES PAGE_BYTES REPEAT --host H --db N` on its command
+/// line, the username and password (if any) in `VALKEY_USERNAME` / `VALKEY_PASSWORD`.
+pub fn peer(python: &Path, script: &Path, t: &Target, pages: usize, size: usize, repeat: usize) -> Result<Peer, String> {
     let mut cmd = Command::new(python);
-    cmd.arg(script).args([port.to_string(), pages.to_string(), size.to_string(), repeat.to_string()]);
+    cmd.arg(script).args([t.port.to_string(), pages.to_string(), size.to_string(), repeat.to_string()]);
+    cmd.args(["--host", &t.host, "--db", &t.db.to_string()]);
+    for (var, value) in [("VALKEY_USERNAME", &t.username), ("VALKEY_PASSWORD", &t.password)] {
+        match value {
+            Some(v) => cmd.env(var, v),
+            None => cmd.env_remove(var),
+        };
+    }
     let out = run_bounded(&mut cmd, Duration::from_secs(300))?;
     let line = out.lines().rev().find(|l| l.trim_start().starts_with('{')).ok_or_else(|| format!("peer printed no JSON: {out}"))?;
     serde_json::from_str(line).map_err(|e| format!("peer printed unexpected JSON ({e}): {line}"))
