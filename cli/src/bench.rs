@@ -454,6 +454,16 @@ pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &Bench
         skip("valkey-benchmark not found: that reference is skipped (scripts/install-deps.sh installs it)".into());
         have_vb = false;
     }
+    if have_vb && target.password.is_some() {
+        if let Err(e) = refs::valkey_benchmark_can_auth(&target) {
+            skip(format!(
+                "valkey-benchmark reference skipped: the server needs a password, which is never put on a command line, \
+                 and this valkey-benchmark does not take it from VALKEYCLI_AUTH / REDISCLI_AUTH ({e}); \
+                 bench a server without one (scripts/bench.sh starts a throwaway server)"
+            ));
+            have_vb = false;
+        }
+    }
     let peer_script = args.peer_script.clone().unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/peer_valkey_py.py")));
     let peer_python = args
         .peer_python

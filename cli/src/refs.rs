@@ -84,6 +84,42 @@ pub struct VbRun {
     pub server_cpu: f64,
 }
 
+/// The environment variables a password is offered to valkey-benchmark in: valkey-cli's
+/// (`VALKEYCLI_AUTH`) and the older name it also reads (`REDISCLI_AUTH`). valkey-benchmark 8.0
+/// reads neither (only `-a`, which every local user sees in `ps`), so with 8.0 a server with a
+/// password gets no valkey-benchmark reference: see [`valkey_benchmark_can_auth`].
+const AUTH_ENV: [&str; 2] = ["VALKEYCLI_AUTH", "REDISCLI_AUTH"];
+
+/// `valkey-benchmark` connecting to `t`: host, port and db (and username) on the command line;
+/// the password, which must never be on a command line, only in the environment.
+fn valkey_benchmark_cmd(t: &Target) -> Command {
+    let mut cmd = Command::new("valkey-benchmark");
+    cmd.args(["-h", &t.host, "-p", &t.port.to_string(), "--dbnum", &t.db.to_string()]);
+    for var in AUTH_ENV {
+        match &t.password {
+            Some(p) => cmd.env(var, p),
+            None => cmd.env_remove(var),
+        };
+    }
+    if let (Some(u), Some(_)) = (&t.username, &t.password) {
+        cmd.args(["--user", u]);
+    }
+    cmd
+}
+
+/// Whether valkey-benchmark can authenticate to `t` without `-a`: one PING; the reason if not.
+pub fn valkey_benchmark_can_auth(t: &Target) -> Result<(), String> {
+    let mut cmd = valkey_benchmark_cmd(t);
+    cmd.args(["-t", "ping", "-n", "1", "-c", "1", "--csv"]);
+    run_bounded(&mut cmd, Duration::from_secs(10)).map(drop).map_err(|e| {
+        if e.contains("NOAUTH") || e.contains("WRONGPASS") {
+            "it got NOAUTH".to_string()
+        } else {
+            e
+        }
+    })
+}
+
 /// `valkey-benchmark -t set|get -d size -c clients -P pipeline -n requests -r keyspace --csv`.
 #[allow(clippy::too_many_arguments)]
 pub fn valkey_benchmark(
@@ -96,14 +132,7 @@ pub fn valkey_benchmark(
     keyspace: u64,
     server_pid: Option<u32>,
 ) -> Result<VbRun, String> {
-    let mut cmd = Command::new("valkey-benchmark");
-    cmd.args(["-h", &t.host, "-p", &t.port.to_string(), "--dbnum", &t.db.to_string()]);
-    if let Some(p) = &t.password {
-        if let Some(u) = &t.username {
-            cmd.args(["--user", u]);
-        }
-        cmd.args(["-a", p]);
-    }
+    let mut cmd = valkey_benchmark_cmd(t);
     cmd.args(["-t", test, "-d", &size.to_string(), "-c", &clients.to_string(), "-P", &pipeline.to_string()]);
     cmd.args(["-n", &requests.to_string(), "-r", &keyspace.to_string(), "--csv"]);
     let cpu0 = server_pid.and_then(task_cpu_ns);
