@@ -102,7 +102,7 @@ enum Command {
     /// Deletes every key of the model (all ranks) in the database; prints how many.
     Clear,
     /// Measures batch_set / batch_get / batch_exists against valkey-benchmark and valkey-py.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// The version of the library this binary runs (`hicache_valkey_version()`), which is the version
