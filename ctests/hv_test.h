@@ -141,7 +141,7 @@ static inline void hv_model(char *buf, size_t len, const char *tag) {
 
 /* Options for `model`; host and port stay unset so they come from the environment. */
 static inline void hv_options(hicache_valkey_options *o, const char *model) {
-    CHECK_OK(hicache_valkey_options_init(o));
+    CHECK_OK(HICACHE_VALKEY_OPTIONS_INIT(o));
     o->model_name = model;
 }
 

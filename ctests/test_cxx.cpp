@@ -53,7 +53,7 @@ using handle_ptr = std::unique_ptr<hicache_valkey, closer>;
 
 handle_ptr open(const std::string &model) {
     hicache_valkey_options o;
-    CHECK(hicache_valkey_options_init(&o) == HICACHE_STATUS_OK);
+    CHECK(HICACHE_VALKEY_OPTIONS_INIT(&o) == HICACHE_STATUS_OK);
     o.model_name = model.c_str();
     o.value_format = 0xC0FFEEu;
     hicache_valkey *h = nullptr;
@@ -74,7 +74,7 @@ int main() {
                                                        std::to_string(HICACHE_VALKEY_VERSION_PATCH));
     CHECK(std::string(hicache_valkey_status_str(HICACHE_STATUS_TIMEOUT)) == "HICACHE_STATUS_TIMEOUT");
     CHECK(std::string(hicache_valkey_outcome_str(HICACHE_OUTCOME_FOREIGN)) == "HICACHE_OUTCOME_FOREIGN");
-    CHECK(hicache_valkey_options_init(nullptr) == HICACHE_STATUS_INVALID_ARGUMENT);
+    CHECK(hicache_valkey_options_init(nullptr, sizeof(hicache_valkey_options)) == HICACHE_STATUS_INVALID_ARGUMENT);
     CHECK(last_error() == "opts is NULL");
 
     const std::string model = "ctest-cxx-" + std::to_string(static_cast<long>(getpid()));

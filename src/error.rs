@@ -20,6 +20,8 @@ pub enum ErrorKind {
     Protocol,
     /// The server answered with an error reply.
     Server,
+    /// The server's ACL does not allow a command we need (`NOPERM`).
+    Permission,
 }
 
 /// An error with its kind and a human-readable message.

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._lib import LIB_ENV, find_library, library_path, version
 from .errors import (
     AuthenticationError,
+    PermissionDeniedError,
     HiCacheValkeyError,
     InternalError,
     InvalidArgumentError,
@@ -37,6 +38,7 @@ __all__ = [
     "InvalidConfigError",
     "ValkeyConnectionError",
     "AuthenticationError",
+    "PermissionDeniedError",
     "ValkeyTimeoutError",
     "ProtocolError",
     "ServerError",

@@ -133,7 +133,7 @@ HandleP = POINTER(hicache_valkey)
 
 # (name, restype, argtypes) of every exported function, in header order.
 _PROTOTYPES = [
-    ("hicache_valkey_options_init", c_int32, [POINTER(hicache_valkey_options)]),
+    ("hicache_valkey_options_init", c_int32, [POINTER(hicache_valkey_options), c_size_t]),
     ("hicache_valkey_open", c_int32, [POINTER(hicache_valkey_options), POINTER(HandleP)]),
     ("hicache_valkey_close", None, [HandleP]),
     (

@@ -24,6 +24,7 @@ class Status(enum.IntEnum):
     PROTOCOL = 6
     SERVER = 7
     PANIC = 8
+    PERMISSION = 9
 
 
 class HiCacheValkeyError(Exception):
@@ -101,6 +102,13 @@ class InternalError(HiCacheValkeyError):
     status = Status.PANIC
 
 
+class PermissionDeniedError(HiCacheValkeyError, PermissionError):
+    """The server's ACL does not allow a command the call needs (``NOPERM``); the message
+    names the command."""
+
+    status = Status.PERMISSION
+
+
 class StoreClosedError(HiCacheValkeyError):
     """The :class:`~hicache_valkey.ValkeyStore` was closed."""
 
@@ -114,6 +122,7 @@ _BY_STATUS: Dict[int, Type[HiCacheValkeyError]] = {
     Status.PROTOCOL: ProtocolError,
     Status.SERVER: ServerError,
     Status.PANIC: InternalError,
+    Status.PERMISSION: PermissionDeniedError,
 }
 
 

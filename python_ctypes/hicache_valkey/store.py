@@ -54,6 +54,7 @@ class Outcome(enum.IntEnum):
     IO_ERROR = 7
     SERVER_ERROR = 8
     OUT_OF_MEMORY = 9
+    TOO_LARGE = 10
 
 
 class BatchResult(List[Outcome]):
@@ -262,7 +263,7 @@ class ValkeyStore:
         L = _lib.lib()
         self._lib = L
         opts = hicache_valkey_options()
-        check(L.hicache_valkey_options_init(byref(opts)), "hicache_valkey_options_init")
+        check(L.hicache_valkey_options_init(byref(opts), sizeof(opts)), "hicache_valkey_options_init")
         strings = {
             "url": _opt_str("url", url),
             "host": _opt_str("host", host),

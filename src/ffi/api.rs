@@ -5,7 +5,8 @@ use super::boundary::{ffi_call, non_null, set_last_error, with_last_error};
 use super::types::*;
 use crate::error::{Error, ErrorKind};
 use crate::{init_logging, Outcome, ReadTargets, Settings, Store};
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, CString};
+use std::sync::OnceLock;
 use std::io::IoSlice;
 
 /// An open connection to Valkey for one namespace (opaque). Thread-safe: one handle may be used
@@ -27,6 +28,7 @@ impl From<Outcome> for hicache_outcome {
             Outcome::IoError => hicache_outcome::IoError,
             Outcome::ServerError => hicache_outcome::ServerError,
             Outcome::OutOfMemory => hicache_outcome::OutOfMemory,
+            Outcome::TooLarge => hicache_outcome::TooLarge,
         }
     }
 }
@@ -35,49 +37,78 @@ fn invalid(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidArgument, message)
 }
 
-/// Size of the first published `hicache_valkey_options` (everything up to `model_name`).
-const OPTIONS_V1_SIZE: usize = std::mem::size_of::<hicache_valkey_options>();
+/// Size of `hicache_valkey_options` in this version.
+const OPTIONS_SIZE: usize = std::mem::size_of::<hicache_valkey_options>();
 /// Size of `hicache_stats` in this version.
 const STATS_SIZE: usize = std::mem::size_of::<hicache_stats>();
 /// The smallest `struct_size` accepted: the fields of the first published struct, up to
 /// `exists_p99_us` (callers built before `cluster_primaries` was appended).
 const STATS_MIN_SIZE: usize = std::mem::offset_of!(hicache_stats, cluster_primaries);
 
-/// Fills `opts` with "unset" values (take the environment, else the defaults) and its
-/// `struct_size`.
+/// Every option "unset" (take the environment, else the defaults).
+fn unset_options() -> hicache_valkey_options {
+    let unset = HICACHE_VALKEY_UNSET;
+    hicache_valkey_options {
+        struct_size: OPTIONS_SIZE as u32,
+        port: unset,
+        db: unset,
+        tp_rank: unset,
+        tp_size: unset,
+        pp_rank: unset,
+        pp_size: unset,
+        cp_rank: unset,
+        cp_size: unset,
+        checksum: unset,
+        connect_timeout_ms: unset,
+        timeout_ms: unset,
+        connections: unset,
+        is_mla: 0,
+        value_format: 0,
+        url: std::ptr::null(),
+        host: std::ptr::null(),
+        username: std::ptr::null(),
+        password: std::ptr::null(),
+        model_name: std::ptr::null(),
+    }
+}
+
+/// Checks a caller's `struct_size`: at least the first published size, at most this version's.
+fn check_options_size(size: usize, what: &str) -> Result<(), Error> {
+    let first = HICACHE_VALKEY_OPTIONS_V1_SIZE as usize;
+    if size < first || size > OPTIONS_SIZE {
+        return Err(invalid(format!(
+            "{what} is {size}; this library (version {}) accepts {first} to {OPTIONS_SIZE}: {}",
+            env!("CARGO_PKG_VERSION"),
+            if size > OPTIONS_SIZE {
+                "the program was compiled against a newer hicache_valkey.h than the library it runs with"
+            } else {
+                "initialise the struct with HICACHE_VALKEY_OPTIONS_INIT(&opts)"
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// Fills the first `struct_size` bytes of `*opts` with "unset" values (take the environment,
+/// else the defaults) and sets `opts->struct_size` to `struct_size`. Pass `sizeof *opts`, as
+/// the `HICACHE_VALKEY_OPTIONS_INIT(opts)` macro does: a program compiled against an older
+/// header passes its older, smaller size, and the library writes nothing past it.
+/// `HICACHE_STATUS_INVALID_ARGUMENT` when `opts` is NULL or `struct_size` is smaller than
+/// `HICACHE_VALKEY_OPTIONS_V1_SIZE` or larger than this library's struct (a header newer than
+/// the library).
 ///
 /// # Safety
-/// `opts` is NULL (then `HICACHE_STATUS_INVALID_ARGUMENT`) or points to writable memory of
-/// `sizeof(hicache_valkey_options)` bytes.
+/// `opts` is NULL or points to `struct_size` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn hicache_valkey_options_init(opts: *mut hicache_valkey_options) -> hicache_status {
+pub unsafe extern "C" fn hicache_valkey_options_init(opts: *mut hicache_valkey_options, struct_size: usize) -> hicache_status {
     ffi_call(|| {
         non_null(opts, "opts")?;
-        let unset = HICACHE_VALKEY_UNSET;
-        let defaults = hicache_valkey_options {
-            struct_size: OPTIONS_V1_SIZE as u32,
-            port: unset,
-            db: unset,
-            tp_rank: unset,
-            tp_size: unset,
-            pp_rank: unset,
-            pp_size: unset,
-            cp_rank: unset,
-            cp_size: unset,
-            checksum: unset,
-            connect_timeout_ms: unset,
-            timeout_ms: unset,
-            connections: unset,
-            is_mla: 0,
-            value_format: 0,
-            url: std::ptr::null(),
-            host: std::ptr::null(),
-            username: std::ptr::null(),
-            password: std::ptr::null(),
-            model_name: std::ptr::null(),
-        };
-        // SAFETY: non-NULL and, by contract, writable for the struct's size.
-        unsafe { opts.write(defaults) };
+        check_options_size(struct_size, "struct_size")?;
+        let mut defaults = unset_options();
+        defaults.struct_size = struct_size as u32;
+        // SAFETY: `opts` is writable for struct_size bytes by contract, and `defaults` is a plain
+        // struct of OPTIONS_SIZE >= struct_size bytes.
+        unsafe { std::ptr::copy_nonoverlapping((&defaults as *const hicache_valkey_options).cast::<u8>(), opts.cast::<u8>(), struct_size) };
         Ok(())
     })
 }
@@ -104,15 +135,13 @@ fn opt_int(v: i32) -> Option<i64> {
 /// # Safety
 /// `opts` points to a readable options struct of at least `opts->struct_size` bytes.
 unsafe fn settings_from(opts: *const hicache_valkey_options) -> Result<Settings, Error> {
-    // SAFETY: non-NULL (checked by the caller); struct_size is the first field.
+    // SAFETY: non-NULL (checked by the caller); struct_size is the first field of every version.
     let size = unsafe { (*opts).struct_size } as usize;
-    if size < OPTIONS_V1_SIZE {
-        return Err(invalid(format!(
-            "opts->struct_size is {size}, expected at least {OPTIONS_V1_SIZE}: call hicache_valkey_options_init first"
-        )));
-    }
-    // SAFETY: at least our struct's size is readable (checked above).
-    let o = unsafe { &*opts };
+    check_options_size(size, "opts->struct_size")?;
+    // Fields the caller's (older) struct does not have stay unset.
+    let mut o = unset_options();
+    // SAFETY: `opts` is readable for struct_size bytes by contract; `o` has OPTIONS_SIZE >= size.
+    unsafe { std::ptr::copy_nonoverlapping(opts.cast::<u8>(), (&mut o as *mut hicache_valkey_options).cast::<u8>(), size) };
     Ok(Settings {
         // SAFETY (each opt_str): the caller's strings are NULL or NUL-terminated.
         url: unsafe { opt_str(o.url, "url") }?,
@@ -516,39 +545,26 @@ pub extern "C" fn hicache_valkey_version() -> *const c_char {
 /// "HICACHE_STATUS_UNKNOWN" for a value that is not a status).
 #[no_mangle]
 pub extern "C" fn hicache_valkey_status_str(status: i32) -> *const c_char {
-    let s: &'static str = match status {
-        0 => "HICACHE_STATUS_OK\0",
-        1 => "HICACHE_STATUS_INVALID_ARGUMENT\0",
-        2 => "HICACHE_STATUS_INVALID_CONFIG\0",
-        3 => "HICACHE_STATUS_CONNECTION\0",
-        4 => "HICACHE_STATUS_AUTH\0",
-        5 => "HICACHE_STATUS_TIMEOUT\0",
-        6 => "HICACHE_STATUS_PROTOCOL\0",
-        7 => "HICACHE_STATUS_SERVER\0",
-        8 => "HICACHE_STATUS_PANIC\0",
-        _ => "HICACHE_STATUS_UNKNOWN\0",
-    };
-    s.as_ptr().cast()
+    static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
+    enum_name::<hicache_status>(&NAMES, status)
 }
 
 /// The name of a `hicache_outcome` value, e.g. "HICACHE_OUTCOME_MISS" (static string;
 /// "HICACHE_OUTCOME_UNKNOWN" for a value that is not an outcome).
 #[no_mangle]
 pub extern "C" fn hicache_valkey_outcome_str(outcome: i32) -> *const c_char {
-    let s: &'static str = match outcome {
-        0 => "HICACHE_OUTCOME_OK\0",
-        1 => "HICACHE_OUTCOME_MISS\0",
-        2 => "HICACHE_OUTCOME_SIZE_MISMATCH\0",
-        3 => "HICACHE_OUTCOME_FOREIGN\0",
-        4 => "HICACHE_OUTCOME_FORMAT_MISMATCH\0",
-        5 => "HICACHE_OUTCOME_CHECKSUM_MISMATCH\0",
-        6 => "HICACHE_OUTCOME_TIMEOUT\0",
-        7 => "HICACHE_OUTCOME_IO_ERROR\0",
-        8 => "HICACHE_OUTCOME_SERVER_ERROR\0",
-        9 => "HICACHE_OUTCOME_OUT_OF_MEMORY\0",
-        _ => "HICACHE_OUTCOME_UNKNOWN\0",
-    };
-    s.as_ptr().cast()
+    static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
+    enum_name::<hicache_outcome>(&NAMES, outcome)
+}
+
+/// The static C string naming `value` of `E` (its names made once, the last one "UNKNOWN").
+fn enum_name<E: CEnum>(names: &'static OnceLock<Vec<CString>>, value: i32) -> *const c_char {
+    let names = names.get_or_init(|| {
+        let unknown = format!("{}UNKNOWN", E::PREFIX);
+        E::ALL.iter().map(|v| v.c_name()).chain(std::iter::once(unknown)).map(|n| CString::new(n).expect("no NUL in a name")).collect()
+    });
+    let i = E::from_value(value).map_or(names.len() - 1, |v| v.value() as usize);
+    names[i].as_ptr()
 }
 
 /// Copies the calling thread's last error message (empty after a call that succeeded with no
@@ -584,13 +600,20 @@ mod tests {
         assert_eq!(name(hicache_valkey_status_str(hicache_status::Auth as i32)), "HICACHE_STATUS_AUTH");
         assert_eq!(name(hicache_valkey_status_str(99)), "HICACHE_STATUS_UNKNOWN");
         assert_eq!(name(hicache_valkey_outcome_str(hicache_outcome::OutOfMemory as i32)), "HICACHE_OUTCOME_OUT_OF_MEMORY");
+        assert_eq!(name(hicache_valkey_outcome_str(-5)), "HICACHE_OUTCOME_UNKNOWN");
+        for v in hicache_status::ALL {
+            assert_eq!(name(hicache_valkey_status_str(*v as i32)), v.c_name());
+        }
+        for v in hicache_outcome::ALL {
+            assert_eq!(name(hicache_valkey_outcome_str(*v as i32)), v.c_name());
+        }
         assert_eq!(name(hicache_valkey_version()), env!("CARGO_PKG_VERSION"));
     }
 
     #[test]
     fn null_arguments_are_rejected_with_a_message() {
         unsafe {
-            assert_eq!(hicache_valkey_options_init(std::ptr::null_mut()), hicache_status::InvalidArgument);
+            assert_eq!(hicache_valkey_options_init(std::ptr::null_mut(), 104), hicache_status::InvalidArgument);
             assert_eq!(hicache_valkey_open(std::ptr::null(), std::ptr::null_mut()), hicache_status::InvalidArgument);
             let mut buf = [0 as c_char; 64];
             let len = hicache_valkey_last_error(buf.as_mut_ptr(), buf.len());
@@ -603,13 +626,17 @@ mod tests {
         }
     }
 
+    use std::mem::size_of;
+
     #[test]
     fn invalid_options_fail_before_connecting() {
         unsafe {
             let mut o = std::mem::zeroed::<hicache_valkey_options>();
             let mut h = std::ptr::null_mut();
             assert_eq!(hicache_valkey_open(&o, &mut h), hicache_status::InvalidArgument, "struct_size 0");
-            assert_eq!(hicache_valkey_options_init(&mut o), hicache_status::Ok);
+            assert_eq!(hicache_valkey_options_init(&mut o, 10), hicache_status::InvalidArgument, "size below the first struct");
+            assert_eq!(hicache_valkey_options_init(&mut o, size_of::<hicache_valkey_options>() + 8), hicache_status::InvalidArgument, "newer header");
+            assert_eq!(hicache_valkey_options_init(&mut o, size_of::<hicache_valkey_options>()), hicache_status::Ok);
             o.port = 0;
             assert_eq!(hicache_valkey_open(&o, &mut h), hicache_status::InvalidConfig);
             assert!(h.is_null());

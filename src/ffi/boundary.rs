@@ -35,6 +35,7 @@ impl From<ErrorKind> for hicache_status {
             ErrorKind::Timeout => hicache_status::Timeout,
             ErrorKind::Protocol => hicache_status::Protocol,
             ErrorKind::Server => hicache_status::Server,
+            ErrorKind::Permission => hicache_status::Permission,
         }
     }
 }
