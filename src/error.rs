@@ -62,7 +62,13 @@ impl Error {
     /// Classifies a server error reply (`-ERR ...`): authentication problems get their own kind.
     pub(crate) fn from_server_reply(reply: &str, server: &str) -> Self {
         let code = reply.split_whitespace().next().unwrap_or("");
-        let auth = matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM")
+        if code == "NOPERM" {
+            return Error::new(
+                ErrorKind::Permission,
+                format!("{server} refused a command: {reply} (grant it to this ACL user; see the README's minimal ACL)"),
+            );
+        }
+        let auth = matches!(code, "WRONGPASS" | "NOAUTH")
             || reply.contains("AUTH <password> called without any password configured")
             || reply.contains("invalid password")
             || reply.contains("invalid username-password pair");
@@ -124,6 +130,9 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::Auth, "{reply}");
             assert!(e.message().contains("127.0.0.1:1"));
         }
+        let e = Error::from_server_reply("NOPERM User u has no permissions to run the 'info' command", "h:1");
+        assert_eq!(e.kind(), ErrorKind::Permission);
+        assert!(e.message().contains("'info'"));
         let e = Error::from_server_reply("OOM command not allowed", "h:1");
         assert_eq!(e.kind(), ErrorKind::Server);
     }
