@@ -127,3 +127,5 @@ impl Cluster {
         redis::cmd("DBSIZE").query(&mut self.nodes[i].redis()).unwrap()
     }
 }
+
+pub mod fake;
