@@ -96,25 +96,6 @@ impl std::error::Error for Error {}
 /// Result of the core's fallible calls.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Maps an error of the `redis` crate (used for the control connection) to ours.
-impl From<redis::RedisError> for Error {
-    fn from(e: redis::RedisError) -> Self {
-        use redis::ErrorKind as K;
-        let kind = match e.kind() {
-            K::AuthenticationFailed => ErrorKind::Auth,
-            K::Io if e.is_timeout() => ErrorKind::Timeout,
-            K::Io => ErrorKind::Connection,
-            K::Server(redis::ServerErrorKind::NoPerm) => ErrorKind::Auth,
-            K::Server(_) if matches!(e.code(), Some("NOAUTH" | "WRONGPASS")) => ErrorKind::Auth,
-            K::Server(_) => ErrorKind::Server,
-            K::Parse | K::UnexpectedReturnType => ErrorKind::Protocol,
-            _ if e.is_connection_refusal() || e.is_connection_dropped() => ErrorKind::Connection,
-            _ => ErrorKind::Server,
-        };
-        Error::new(kind, e.to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,17 +28,19 @@ impl Node {
         Conn::connect(cfg, &self.endpoint, deadline.min(Instant::now() + cfg.connect_timeout))
     }
 
-    /// An idle pooled connection, if there is one. Connections the server closed while they sat in
-    /// the pool (restart, idle `timeout`, `CLIENT KILL`) are dropped here, before anything is
-    /// written to them.
-    pub fn take_pooled(&self) -> Option<Conn> {
+    /// An idle pooled connection, if there is one, and whether dead ones were found. Connections
+    /// the server closed while they sat in the pool (restart, idle `timeout`, `CLIENT KILL`) are
+    /// dropped here, before anything is written to them.
+    pub fn take_pooled(&self) -> (Option<Conn>, bool) {
         let mut pool = self.pool.lock();
+        let mut dead = false;
         while let Some(conn) = pool.pop() {
             if conn.is_idle() {
-                return Some(conn);
+                return (Some(conn), dead);
             }
+            dead = true;
         }
-        None
+        (None, dead)
     }
 
     /// Returns a connection to the pool, unless it has unread bytes (a stray or late reply would

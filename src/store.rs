@@ -58,7 +58,13 @@ pub struct Store {
 impl LaneHost for Store {
     fn conn(&self, node: &Node, fresh: bool, deadline: Instant) -> Result<Conn> {
         if !fresh {
-            if let Some(c) = node.take_pooled() {
+            let (pooled, dead) = node.take_pooled();
+            if dead {
+                // The server dropped pooled connections: the next one made is a reconnect.
+                self.broken.store(true, Relaxed);
+                tracing::debug!(server = %node.name, "pooled connections were closed by the server");
+            }
+            if let Some(c) = pooled {
                 return Ok(c);
             }
         }
