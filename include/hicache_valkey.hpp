@@ -541,6 +541,7 @@ public:
         return i;
     }
     std::size_t add(Key k, std::initializer_list<Segment> segs) { return add(k, segs.begin(), segs.size()); }
+    std::size_t add(std::string_view k, std::initializer_list<Segment> segs) { return add(key(k), segs); }
 
     /* Appends a segment to the value of the last key added (there must be one). */
     void add_segment(Segment s) {
