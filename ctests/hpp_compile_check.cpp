@@ -34,6 +34,8 @@ int use_everything(const hicache::Store &store) {
     o.set_connect_timeout(std::chrono::milliseconds(10)).set_timeout(std::chrono::milliseconds(10));
     o.set(&hicache_valkey_options::host, nullptr).set(&hicache_valkey_options::url, std::string("x"));
     o.set(&hicache_valkey_options::host, "h").set(&hicache_valkey_options::db, 2);
+    char mutable_name[] = "n";
+    o.set(&hicache_valkey_options::model_name, mutable_name); // char*: the string overload
     o.raw().port = 3;
     hicache::Options copy = o;
     hicache::Options moved = std::move(copy);

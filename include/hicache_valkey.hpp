@@ -305,8 +305,8 @@ public:
     const std::string &init_message() const noexcept { return init_message_; }
 
     /* Any non-string field, by member pointer: set(&hicache_valkey_options::port, 6380). */
-    template <class T, class V> Options &set(T hicache_valkey_options::*field, V value) {
-        static_assert(!std::is_pointer<T>::value, "string fields take a std::string_view or nullptr");
+    template <class T, class V, typename std::enable_if<!std::is_pointer<T>::value, int>::type = 0>
+    Options &set(T hicache_valkey_options::*field, V value) {
         static_assert(std::is_convertible<V, T>::value, "the value does not convert to the field's type");
         raw_.*field = static_cast<T>(value);
         return *this;
