@@ -23,6 +23,11 @@
 #define HICACHE_VALKEY_OPTIONS_INIT(opts) hicache_valkey_options_init((opts), sizeof *(opts))
 
 /*
+ The server's largest bulk string when it does not say (`proto-max-bulk-len`'s default).
+ */
+#define DEFAULT_MAX_BULK (512 << 20)
+
+/*
  Major version of the library (and of `hicache_valkey_version()`).
  */
 #define HICACHE_VALKEY_VERSION_MAJOR 0
@@ -238,6 +243,11 @@ typedef struct hicache_valkey_options {
    Model name (default "default"); may contain any character.
    */
   const char *model_name;
+  /*
+   Path of the server's Unix domain socket (`VALKEY_SOCKET`, or a `unix://` URL); when set,
+   `host` and `port` are not used.
+   */
+  const char *socket_path;
 } hicache_valkey_options;
 
 /*
@@ -338,6 +348,10 @@ typedef struct hicache_stats {
    Primaries of the Valkey Cluster the server figures are summed over; 0 for one server.
    */
   uint64_t cluster_primaries;
+  /*
+   Primaries that did not answer: their figures are missing from the sums above.
+   */
+  uint64_t unreachable_primaries;
 } hicache_stats;
 
 #ifdef __cplusplus

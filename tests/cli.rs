@@ -61,7 +61,7 @@ fn ping_stats_clear_and_a_quick_bench() {
         text(&out.stdout)
     };
     assert!(run(&["ping", "-c", "2"]).contains("2 round trips"));
-    let _: () = redis::cmd("SET").arg("hicache:cli-test:0:1:k").arg("v").query(&mut server.redis()).unwrap();
+    let _: () = redis::cmd("SET").arg("hicache:cli-test:t0of1:k").arg("v").query(&mut server.redis()).unwrap();
     let stats = run(&["stats"]);
     assert!(stats.contains("model keys") && stats.contains("valkey 8"), "{stats}");
     let json: serde_json::Value = serde_json::from_str(&run(&["stats", "--json"])).unwrap();

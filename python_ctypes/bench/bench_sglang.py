@@ -176,7 +176,7 @@ def bench_size(name: str, args, port: int) -> Dict[str, object]:
     kp = key_arr.ctypes.data_as(ctypes.POINTER(hicache_key))
     vp = vals.ctypes.data_as(ctypes.POINTER(hicache_value))
     outp = out.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
-    handle = capi_store._handle
+    handle = capi_store._ptr  # the raw C handle, for timing one ctypes call
 
     def capi(fn):
         def call():

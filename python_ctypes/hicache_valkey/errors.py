@@ -53,6 +53,11 @@ class LibraryNotFoundError(HiCacheValkeyError, ImportError):
     """``libhicache_valkey.so`` is neither in the package nor at ``$HICACHE_VALKEY_LIB``."""
 
 
+class IncompatibleLayoutError(HiCacheValkeyError, ImportError):
+    """The package's ctypes mirrors of the C structs do not have the header's layout on this
+    platform (a packaging bug: calling the library would corrupt memory)."""
+
+
 class InvalidArgumentError(HiCacheValkeyError, ValueError):
     """An argument is invalid: an empty key, a read-only or non-contiguous buffer to read into,
     keys and values of different lengths, a NULL pointer with a non-zero length..."""

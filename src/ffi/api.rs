@@ -69,6 +69,7 @@ fn unset_options() -> hicache_valkey_options {
         username: std::ptr::null(),
         password: std::ptr::null(),
         model_name: std::ptr::null(),
+        socket_path: std::ptr::null(),
     }
 }
 
@@ -149,6 +150,7 @@ unsafe fn settings_from(opts: *const hicache_valkey_options) -> Result<Settings,
         username: unsafe { opt_str(o.username, "username") }?,
         password: unsafe { opt_str(o.password, "password") }?,
         model_name: unsafe { opt_str(o.model_name, "model_name") }?,
+        socket: unsafe { opt_str(o.socket_path, "socket_path") }?,
         port: opt_int(o.port),
         db: opt_int(o.db),
         tp_rank: opt_int(o.tp_rank),
@@ -233,23 +235,47 @@ unsafe fn items<'a, T>(ptr: *const T, n: usize, what: &str) -> Result<&'a [T], E
         return Ok(&[]);
     }
     non_null(ptr, what)?;
+    check_count::<T>(n, what)?;
     // SAFETY: non-NULL and valid for n items by contract.
     Ok(unsafe { std::slice::from_raw_parts(ptr, n) })
+}
+
+/// Rejects a count of `T`s that no memory can hold (more than `isize::MAX` bytes).
+fn check_count<T>(n: usize, what: &str) -> Result<(), Error> {
+    match n.checked_mul(std::mem::size_of::<T>().max(1)) {
+        Some(bytes) if bytes <= isize::MAX as usize => Ok(()),
+        _ => Err(invalid(format!("{what}: a count of {n} is larger than any array can be"))),
+    }
+}
+
+/// An empty vector with room for `n` items, or an error (not an abort) when that much memory
+/// cannot be had.
+fn try_vec<T>(n: usize, what: &str) -> Result<Vec<T>, Error> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| invalid(format!("cannot allocate room for {n} {what}")))?;
+    Ok(v)
 }
 
 /// # Safety
 /// Each key's `ptr` is valid for `len` bytes.
 unsafe fn key_slices<'a>(keys: &[hicache_key]) -> Result<Vec<&'a [u8]>, Error> {
-    keys.iter()
-        .enumerate()
-        .map(|(i, k)| {
-            if k.len == 0 {
-                return Err(invalid(format!("keys[{i}] is empty")));
-            }
-            // SAFETY: non-empty; by contract ptr is valid for len bytes (items checks NULL).
-            unsafe { items(k.ptr, k.len, &format!("keys[{i}].ptr")) }
-        })
-        .collect()
+    let mut out = try_vec(keys.len(), "keys")?;
+    for (i, k) in keys.iter().enumerate() {
+        if k.len == 0 {
+            return Err(invalid(format!("keys[{i}] is empty")));
+        }
+        // SAFETY: non-empty; by contract ptr is valid for len bytes (items checks NULL).
+        out.push(unsafe { items(k.ptr, k.len, &format!("keys[{i}].ptr")) }?);
+    }
+    Ok(out)
+}
+
+/// The total segment count of `values`, checked.
+fn total_segments(values: &[hicache_value]) -> Result<usize, Error> {
+    values
+        .iter()
+        .try_fold(0usize, |acc, v| acc.checked_add(v.count))
+        .ok_or_else(|| invalid("the values' segment counts add up to more than any array can hold"))
 }
 
 /// Checks value `i`'s segments and returns them.
@@ -330,8 +356,10 @@ pub unsafe extern "C" fn hicache_valkey_batch_set(
     ffi_call(|| {
         // SAFETY: the contract above.
         let (store, keys, values, out) = unsafe { batch_args(handle, keys, values, n, outcomes) }?;
-        let mut flat: Vec<IoSlice<'_>> = Vec::with_capacity(values.iter().map(|v| v.count).sum());
-        let mut bounds = Vec::with_capacity(n + 1);
+        let segments = total_segments(values)?;
+        check_count::<IoSlice<'_>>(segments, "segments")?;
+        let mut flat: Vec<IoSlice<'_>> = try_vec(segments, "segments")?;
+        let mut bounds = try_vec(n.saturating_add(1), "values")?;
         bounds.push(0);
         for (i, v) in values.iter().enumerate() {
             for s in unsafe { value_segments(v, i) }? {
@@ -340,8 +368,10 @@ pub unsafe extern "C" fn hicache_valkey_batch_set(
             }
             bounds.push(flat.len());
         }
-        let per_value: Vec<&[IoSlice<'_>]> = bounds.windows(2).map(|w| &flat[w[0]..w[1]]).collect();
-        let mut results = vec![Outcome::Ok; n];
+        let mut per_value: Vec<&[IoSlice<'_>]> = try_vec(n, "values")?;
+        per_value.extend(bounds.windows(2).map(|w| &flat[w[0]..w[1]]));
+        let mut results = try_vec(n, "outcomes")?;
+        results.resize(n, Outcome::Ok);
         let r = store.batch_set(&keys, &per_value, &mut results)?;
         report(&results, out, r);
         Ok(())
@@ -369,7 +399,9 @@ pub unsafe extern "C" fn hicache_valkey_batch_get(
     ffi_call(|| {
         // SAFETY: the contract above.
         let (store, keys, values, out) = unsafe { batch_args(handle, keys, values, n, outcomes) }?;
-        let mut targets = ReadTargets::with_capacity(n, values.iter().map(|v| v.count).sum());
+        let segments = total_segments(values)?;
+        check_count::<hicache_segment>(segments, "segments")?;
+        let mut targets = ReadTargets::try_with_capacity(n, segments)?;
         for (i, v) in values.iter().enumerate() {
             let segs = unsafe { value_segments(v, i) }?;
             targets.push_value(segs.iter().map(|s| {
@@ -378,7 +410,8 @@ pub unsafe extern "C" fn hicache_valkey_batch_get(
                 bytes
             }));
         }
-        let mut results = vec![Outcome::Miss; n];
+        let mut results = try_vec(n, "outcomes")?;
+        results.resize(n, Outcome::Miss);
         let r = store.batch_get(&keys, &mut targets, &mut results)?;
         report(&results, out, r);
         Ok(())
@@ -407,7 +440,8 @@ pub unsafe extern "C" fn hicache_valkey_batch_exists(
         let store = unsafe { store(handle) }?;
         non_null(leading_hits, "leading_hits")?;
         let keys = unsafe { key_slices(items(keys, n, "keys")?) }?;
-        let mut flags = vec![false; n];
+        let mut flags = try_vec(n, "keys")?;
+        flags.resize(n, false);
         let (leading, r) = store.batch_exists(&keys, &mut flags)?;
         if !found.is_null() {
             let found = unsafe { std::slice::from_raw_parts_mut(found, n) };
@@ -485,6 +519,7 @@ pub unsafe extern "C" fn hicache_valkey_stats(handle: *const hicache_valkey, out
             exists_p50_us: c.exists_latency.p50_us,
             exists_p99_us: c.exists_latency.p99_us,
             cluster_primaries: sv.cluster_primaries,
+            unreachable_primaries: sv.unreachable_primaries,
         };
         copy_cstr(&mut r.used_memory_human, &sv.used_memory_human);
         copy_cstr(&mut r.maxmemory_policy, &sv.maxmemory_policy);

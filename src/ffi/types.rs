@@ -200,6 +200,10 @@ pub struct hicache_valkey_options {
     pub password: *const c_char,
     /// Model name (default "default"); may contain any character.
     pub model_name: *const c_char,
+    // ---- appended in 0.2 (callers built against 0.1 pass HICACHE_VALKEY_OPTIONS_V1_SIZE) ----
+    /// Path of the server's Unix domain socket (`VALKEY_SOCKET`, or a `unix://` URL); when set,
+    /// `host` and `port` are not used.
+    pub socket_path: *const c_char,
 }
 
 /// Statistics filled by `hicache_stats`. Set `struct_size` to
@@ -254,6 +258,8 @@ pub struct hicache_stats {
     pub exists_p99_us: u64,
     /// Primaries of the Valkey Cluster the server figures are summed over; 0 for one server.
     pub cluster_primaries: u64,
+    /// Primaries that did not answer: their figures are missing from the sums above.
+    pub unreachable_primaries: u64,
 }
 
 #[cfg(test)]
@@ -269,11 +275,12 @@ mod tests {
         assert_eq!(offset_of!(hicache_valkey_options, is_mla), 52);
         assert_eq!(offset_of!(hicache_valkey_options, value_format), 56);
         assert_eq!(offset_of!(hicache_valkey_options, model_name), 96);
-        assert_eq!(size_of::<hicache_valkey_options>(), 104);
+        assert_eq!(offset_of!(hicache_valkey_options, socket_path), 104);
+        assert_eq!(size_of::<hicache_valkey_options>(), 112);
         assert_eq!(HICACHE_VALKEY_OPTIONS_V1_SIZE, 104, "the first published size never changes");
         assert_eq!(offset_of!(hicache_stats, model_keys), 8);
         assert_eq!(offset_of!(hicache_stats, used_memory_human), 32);
-        assert_eq!(size_of::<hicache_stats>(), 352);
+        assert_eq!(size_of::<hicache_stats>(), 360);
         assert_eq!(align_of::<hicache_stats>(), 8);
     }
 

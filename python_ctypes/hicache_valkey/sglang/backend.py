@@ -116,7 +116,7 @@ class ValkeyHiCacheStorage(HiCacheStorage):
       passes, zero-copy; pages are stored in the same byte order as v1.
     * ``batch_exists``: one pipelined EXISTS batch, the leading hit count.
 
-    Keys: ``hicache:{model}:{tp_rank}:{tp_size}:{key}`` (MLA: ``hicache:{model}:{key}``), plus
+    Keys: ``hicache:{model}:t{tp_rank}of{tp_size}:{key}`` (MLA: ``hicache:{model}:mla:{key}``), plus
     ``pp{r}of{n}`` / ``cp{r}of{n}`` parts under pipeline / context parallelism. Values carry the
     pool's format fingerprint (see :mod:`.page_format`): a page written with another layout,
     dtype or geometry is a miss, never wrong data.
