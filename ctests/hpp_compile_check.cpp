@@ -29,7 +29,7 @@ int use_everything(const hicache::Store &store) {
     int sum = 0;
     hicache::Options o;
     o.set_url("valkey://127.0.0.1:1").set_host("127.0.0.1").set_port(1).set_db(0);
-    o.set_username("u").set_password("p").set_model_name("m").set_tp(0, 1).set_pp(0, 1).set_cp(0, 1);
+    o.set_username("u").set_password("p").set_model_name("m").set_socket_path("/s").set_tp(0, 1).set_pp(0, 1).set_cp(0, 1);
     o.set_mla(false).set_value_format(1u).set_checksum(true).set_connections(1);
     o.set_connect_timeout(std::chrono::milliseconds(10)).set_timeout(std::chrono::milliseconds(10));
     o.set(&hicache_valkey_options::host, nullptr).set(&hicache_valkey_options::url, std::string("x"));
@@ -76,7 +76,7 @@ int use_everything(const hicache::Store &store) {
     sum += static_cast<int>(b.leading_hits()) + (b.found(0) ? 1 : 0) + static_cast<int>(b.outcome(0));
     sum += b.outcomes() != nullptr ? 1 : 0;
     hicache::Result<hicache::Stats> st = store.try_stats();
-    sum += static_cast<int>(st.value.used_memory_human.size() + st.value.raw.struct_size);
+    sum += static_cast<int>(st.value.used_memory_human.size() + st.value.raw.struct_size + st.value.unreachable_primaries);
     hicache::Result<std::uint64_t> c = store.try_clear();
     sum += static_cast<int>(c.value);
     hicache::Result<std::chrono::microseconds> p = store.try_ping();

@@ -47,7 +47,7 @@ void test_options() {
     CHECK(o.init_status() == hicache::Status::Ok);
     CHECK(raw.struct_size == sizeof(hicache_valkey_options));
     CHECK(raw.port == HICACHE_VALKEY_UNSET && raw.db == HICACHE_VALKEY_UNSET);
-    CHECK(raw.host == nullptr && raw.model_name == nullptr && raw.url == nullptr);
+    CHECK(raw.host == nullptr && raw.model_name == nullptr && raw.url == nullptr && raw.socket_path == nullptr);
     CHECK(o.c_options() == &raw);
 
     // Every field of the C struct through a typed setter.
@@ -60,6 +60,8 @@ void test_options() {
     o.set_username("alice").set_password("secret").set_tp(1, 4).set_pp(1, 2).set_cp(0, 3);
     o.set_mla(true).set_value_format(0x1234).set_checksum(true).set_connections(3);
     o.set_connect_timeout(std::chrono::milliseconds(1500)).set_timeout(std::chrono::seconds(7));
+    o.set_socket_path("/run/valkey/valkey.sock");
+    CHECK(std::string(raw.socket_path) == "/run/valkey/valkey.sock");
     CHECK(std::string(raw.model_name) == "a model name longer than the small-string buffer, /:{}%");
     CHECK(std::string(raw.url) == "valkey://user:pw@10.0.0.1:7000/3" && std::string(raw.host) == "127.0.0.9");
     CHECK(std::string(raw.username) == "alice" && std::string(raw.password) == "secret");
@@ -304,6 +306,13 @@ void test_errors(const std::string &model, const hicache::Store &store) {
 #endif
     close(fd);
 
+    // A Unix socket where no server listens: the socket_path field reaches the library.
+    hicache::Options sock = options(model);
+    sock.set_socket_path("/nonexistent-dir/valkey.sock");
+    hicache::Result<hicache::Store> rs = hicache::Store::try_open(sock);
+    CHECK_FAILS(rs, hicache::Status::Connection);
+    CHECK(rs.message.find("/nonexistent-dir/valkey.sock") != std::string::npos);
+
     // Invalid configuration, rejected before connecting.
     hicache::Options bad = options(model);
     bad.set_port(0);
@@ -365,6 +374,7 @@ void test_stats(const hicache::Store &store) {
     CHECK(!s.maxmemory_policy.empty());
     CHECK(s.pages_written >= 8 && s.get_hits >= 8 && s.set_calls >= 2);
     CHECK(s.raw.struct_size == sizeof(hicache_stats));
+    CHECK(s.cluster_primaries == 0 && s.unreachable_primaries == 0); // one server, no cluster
 #if HICACHE_VALKEY_EXCEPTIONS
     CHECK(store.stats().model_keys == s.model_keys);
 #endif

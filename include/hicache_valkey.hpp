@@ -350,6 +350,8 @@ public:
     Options &set_username(std::string_view v) { return set(&hicache_valkey_options::username, v); }
     Options &set_password(std::string_view v) { return set(&hicache_valkey_options::password, v); }
     Options &set_model_name(std::string_view v) { return set(&hicache_valkey_options::model_name, v); }
+    /* The server's Unix domain socket; when set, host and port are not used. */
+    Options &set_socket_path(std::string_view v) { return set(&hicache_valkey_options::socket_path, v); }
     Options &set_tp(int rank, int size) {
         raw_.tp_rank = static_cast<std::int32_t>(rank);
         raw_.tp_size = static_cast<std::int32_t>(size);
@@ -454,6 +456,7 @@ struct Stats {
     std::uint64_t exists_p50_us = 0;
     std::uint64_t exists_p99_us = 0;
     std::uint64_t cluster_primaries = 0;
+    std::uint64_t unreachable_primaries = 0;
     hicache_stats raw{};
 
     static Stats from(const hicache_stats &s) {
@@ -492,6 +495,7 @@ struct Stats {
         r.exists_p50_us = s.exists_p50_us;
         r.exists_p99_us = s.exists_p99_us;
         r.cluster_primaries = s.cluster_primaries;
+        r.unreachable_primaries = s.unreachable_primaries;
         r.raw = s;
         return r;
     }
