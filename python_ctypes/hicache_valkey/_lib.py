@@ -71,6 +71,8 @@ class hicache_valkey_options(Structure):
         ("username", c_char_p),
         ("password", c_char_p),
         ("model_name", c_char_p),
+        # appended in 0.2
+        ("socket_path", c_char_p),
     ]
 
 
@@ -127,6 +129,7 @@ class hicache_stats(Structure):
         ("exists_p50_us", c_uint64),
         ("exists_p99_us", c_uint64),
         ("cluster_primaries", c_uint64),
+        ("unreachable_primaries", c_uint64),
     ]
 
 

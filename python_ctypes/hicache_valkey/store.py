@@ -288,6 +288,7 @@ class ValkeyStore:
         connect_timeout_ms: Optional[int] = None,
         timeout_ms: Optional[int] = None,
         connections: Optional[int] = None,
+        socket_path: Optional[str] = None,
     ):
         # Keyword argument -> the hicache_valkey_options field of the same name.
         options: Dict[str, Any] = {
@@ -296,7 +297,7 @@ class ValkeyStore:
             "pp_rank": pp_rank, "pp_size": pp_size, "cp_rank": cp_rank, "cp_size": cp_size,
             "is_mla": is_mla, "value_format": value_format, "checksum": checksum,
             "connect_timeout_ms": connect_timeout_ms, "timeout_ms": timeout_ms,
-            "connections": connections,
+            "connections": connections, "socket_path": socket_path,
         }
         if not isinstance(value_format, (int, np.integer)) or isinstance(value_format, bool):
             raise InvalidConfigError(f"value_format must be an unsigned 64-bit integer, got {value_format!r}")
