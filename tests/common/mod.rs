@@ -1,8 +1,11 @@
 //! Helpers shared by the integration tests (`mod common;` in each tests/*.rs):
 //! - `server`: throwaway valkey-servers and clusters that are ready only when they answer as
-//!   themselves, retried on a new port when their bind fails.
+//!   themselves, retried on a new port when their bind fails;
+//! - `data`: settings, keys, pages, and batch set/get helpers.
 #![allow(dead_code, unused_imports)]
 
+mod data;
 mod server;
 
+pub use data::*;
 pub use server::*;
