@@ -5,6 +5,9 @@
 #   scripts/with-valkey.sh [valkey-server args ...] -- command [args ...]
 #
 # The command sees VALKEY_HOST=127.0.0.1 and VALKEY_PORT=<port>. Exits with the command's status.
+# The command runs only once the server answers as itself (`INFO server` reports its process id);
+# a port taken by someone else is replaced by a new one (scripts/lib-valkey.sh). When no server
+# can be started the command does not run: the script prints the server's log tail and exits 1.
 set -euo pipefail
 
 server_args=()
@@ -13,24 +16,30 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do server_args+=("$1"); shift; done
 shift
 [ $# -gt 0 ] || { echo "usage: $0 [server args] -- command [args]" >&2; exit 2; }
 
-command -v valkey-server >/dev/null || "$(dirname "$0")/install-deps.sh"
+here=$(cd "$(dirname "$0")" && pwd)
+command -v valkey-server >/dev/null || "$here/install-deps.sh"
+# shellcheck source=scripts/lib-valkey.sh
+. "$here/lib-valkey.sh"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 dir=$(mktemp -d -t hicache-valkey.XXXXXX)
-valkey-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
-  --logfile "$dir/valkey.log" --protected-mode no "${server_args[@]}" &
-pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT INT TERM
+VALKEY_STARTING_PID=""
+cleanup() {
+  if [ -n "$VALKEY_STARTING_PID" ]; then
+    kill "$VALKEY_STARTING_PID" 2>/dev/null || true
+    wait "$VALKEY_STARTING_PID" 2>/dev/null || true
+  fi
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-for _ in $(seq 1 200); do
-  if valkey-cli -p "$port" ${VALKEY_PASSWORD:+--no-auth-warning -a "$VALKEY_PASSWORD"} ping >/dev/null 2>&1; then break; fi
-  kill -0 "$pid" 2>/dev/null || { echo "valkey-server failed to start:" >&2; cat "$dir/valkey.log" >&2; exit 1; }
-  sleep 0.05
-done
+if ! valkey_start_node "$dir" "${server_args[@]}"; then
+  echo "with-valkey.sh: no valkey-server could be started; not running: $*" >&2
+  exit 1
+fi
 
-export VALKEY_HOST=127.0.0.1 VALKEY_PORT="$port"
+export VALKEY_HOST=127.0.0.1 VALKEY_PORT="$NODE_PORT"
 set +e
 "$@"
-status=$?
-exit $status
+exit $?

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::Server;
+use common::{keys, page, refs, settings, Server};
 use hicache_valkey::ffi::{
     hicache_key, hicache_segment, hicache_status, hicache_valkey_batch_get, hicache_valkey_batch_set, hicache_valkey_close,
     hicache_valkey_open, hicache_valkey_options, hicache_valkey_options_init, hicache_value,
@@ -75,9 +75,7 @@ fn budget(keys: usize) -> u64 {
 }
 
 fn pages() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let keys = (0..KEYS).map(|i| format!("alloc-page-{i:04}").into_bytes()).collect();
-    let data = (0..KEYS).map(|i| (0..PAGE).map(|j| (i * 131 + j * 7 + (j >> 12)) as u8).collect()).collect();
-    (keys, data)
+    (keys(KEYS, "alloc-page"), (0..KEYS).map(|i| page(i, PAGE)).collect())
 }
 
 fn check(what: &str, moved: u64, bytes: u64, calls: u64, largest: u64, keys: usize) {
@@ -88,16 +86,10 @@ fn check(what: &str, moved: u64, bytes: u64, calls: u64, largest: u64, keys: usi
 }
 
 fn rust_api(port: u16, connections: i64) {
-    let settings = Settings {
-        host: Some("127.0.0.1".into()),
-        port: Some(port.into()),
-        model_name: Some(format!("alloc-rust-{connections}")),
-        connections: Some(connections),
-        ..Default::default()
-    };
+    let settings = Settings { connections: Some(connections), ..settings(port, &format!("alloc-rust-{connections}")) };
     let store = Store::open(settings.resolve().unwrap()).unwrap();
     let (keys, data) = pages();
-    let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+    let key_refs = refs(&keys);
     // Two segments per value (K and V halves).
     let split: Vec<[IoSlice<'_>; 2]> = data.iter().map(|d| {
         let (a, b) = d.split_at(PAGE / 2);
@@ -148,7 +140,7 @@ fn c_abi(port: u16) {
     let mut back: Vec<Vec<u8>> = (0..KEYS).map(|_| vec![0u8; PAGE]).collect();
     unsafe {
         let mut o: hicache_valkey_options = std::mem::zeroed();
-        assert_eq!(hicache_valkey_options_init(&mut o), hicache_status::Ok);
+        assert_eq!(hicache_valkey_options_init(&mut o, std::mem::size_of::<hicache_valkey_options>()), hicache_status::Ok);
         o.host = host.as_ptr();
         o.port = port.into();
         o.model_name = model.as_ptr();

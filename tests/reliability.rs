@@ -4,48 +4,9 @@
 
 mod common;
 
-use common::Server;
-use hicache_valkey::{ErrorKind, Outcome, ReadTargets, Settings, Store};
-use std::io::IoSlice;
+use common::{get, keys, open, page, refs, set, settings, try_set, Server};
+use hicache_valkey::{ErrorKind, Outcome, Settings, Store};
 use std::time::{Duration, Instant};
-
-fn settings(port: u16, model: &str) -> Settings {
-    Settings { host: Some("127.0.0.1".into()), port: Some(port.into()), model_name: Some(model.into()), ..Default::default() }
-}
-
-fn open(s: Settings) -> Store {
-    Store::open(s.resolve().unwrap()).unwrap()
-}
-
-fn keys(n: usize, tag: &str) -> Vec<Vec<u8>> {
-    (0..n).map(|i| format!("{tag}-{i:04}").into_bytes()).collect()
-}
-
-fn refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
-    v.iter().map(|k| k.as_slice()).collect()
-}
-
-fn page(i: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|j| (i as u32).wrapping_mul(2654435761).wrapping_add((j as u32).wrapping_mul(40503)).rotate_left(7) as u8).collect()
-}
-
-fn set(store: &Store, keys: &[Vec<u8>], pages: &[Vec<u8>]) -> Vec<Outcome> {
-    let slices: Vec<[IoSlice<'_>; 1]> = pages.iter().map(|p| [IoSlice::new(p)]).collect();
-    let values: Vec<&[IoSlice<'_>]> = slices.iter().map(|s| s.as_slice()).collect();
-    let mut out = vec![Outcome::Miss; keys.len()];
-    store.batch_set(&refs(keys), &values, &mut out).unwrap();
-    out
-}
-
-fn get(store: &Store, keys: &[Vec<u8>], bufs: &mut [Vec<u8>]) -> Vec<Outcome> {
-    let mut t = ReadTargets::with_capacity(bufs.len(), bufs.len());
-    for b in bufs.iter_mut() {
-        t.push_value([b.as_mut_slice()]);
-    }
-    let mut out = vec![Outcome::Ok; keys.len()];
-    store.batch_get(&refs(keys), &mut t, &mut out).unwrap();
-    out
-}
 
 #[test]
 fn misses_of_every_kind_leave_the_buffer_alone() {
@@ -57,9 +18,9 @@ fn misses_of_every_kind_leave_the_buffer_alone() {
     assert!(set(&a, &k, &pages).iter().all(|o| *o == Outcome::Ok));
     let mut r = server.redis();
     // key 1: a foreign value; key 2: a corrupted payload (checksum); key 3: absent.
-    let _: () = redis::cmd("SET").arg("hicache:m:0:1:p-0001").arg(vec![7u8; 4128]).query(&mut r).unwrap();
-    let _: () = redis::cmd("SETRANGE").arg("hicache:m:0:1:p-0002").arg(100).arg("X").query(&mut r).unwrap();
-    let _: () = redis::cmd("DEL").arg("hicache:m:0:1:p-0003").query(&mut r).unwrap();
+    let _: () = redis::cmd("SET").arg("hicache:m:t0of1:p-0001").arg(vec![7u8; 4128]).query(&mut r).unwrap();
+    let _: () = redis::cmd("SETRANGE").arg("hicache:m:t0of1:p-0002").arg(100).arg("X").query(&mut r).unwrap();
+    let _: () = redis::cmd("DEL").arg("hicache:m:t0of1:p-0003").query(&mut r).unwrap();
 
     let mut bufs = vec![vec![0xEEu8; 4096]; 5];
     let out = get(&a, &k, &mut bufs);
@@ -95,10 +56,8 @@ fn restarted_server_is_reconnected_on_the_next_call() {
     assert!(set(&store, &k, &pages).iter().all(|o| *o == Outcome::Ok));
     server.kill();
     // Down: the whole call fails with a connection error naming the server.
-    let slices: Vec<[IoSlice<'_>; 1]> = pages.iter().map(|p| [IoSlice::new(p)]).collect();
-    let values: Vec<&[IoSlice<'_>]> = slices.iter().map(|s| s.as_slice()).collect();
     let mut out = vec![Outcome::Ok; 8];
-    let e = store.batch_set(&refs(&k), &values, &mut out).unwrap_err();
+    let e = try_set(&store, &k, &pages, &mut out).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
     assert!(e.message().contains(&port.to_string()), "{e}");
     assert!(out.iter().all(|o| *o == Outcome::IoError));
@@ -136,10 +95,8 @@ fn memory_full_is_reported_per_key_with_advice() {
     let store = open(settings(server.port, "m"));
     let k = keys(40, "oom");
     let pages: Vec<Vec<u8>> = (0..40).map(|i| page(i, 256 << 10)).collect();
-    let slices: Vec<[IoSlice<'_>; 1]> = pages.iter().map(|p| [IoSlice::new(p)]).collect();
-    let values: Vec<&[IoSlice<'_>]> = slices.iter().map(|s| s.as_slice()).collect();
     let mut out = vec![Outcome::Miss; 40];
-    let report = store.batch_set(&refs(&k), &values, &mut out).unwrap();
+    let report = try_set(&store, &k, &pages, &mut out).unwrap();
     assert_eq!(out[0], Outcome::Ok);
     assert_eq!(out[39], Outcome::OutOfMemory, "{out:?}");
     let e = report.first_error.unwrap();
@@ -245,7 +202,7 @@ fn mla_ranks_share_and_pp_stages_do_not() {
     let mut found = vec![false; 3];
     assert_eq!(mla3.batch_exists(&refs(&k), &mut found).unwrap().0, 3);
     assert_eq!(pp1.batch_exists(&refs(&k), &mut found).unwrap().0, 0);
-    let stored: bool = redis::cmd("EXISTS").arg("hicache:ds:x-0000").query(&mut server.redis()).unwrap();
+    let stored: bool = redis::cmd("EXISTS").arg("hicache:ds:mla:x-0000").query(&mut server.redis()).unwrap();
     assert!(stored);
 }
 

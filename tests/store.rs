@@ -2,20 +2,16 @@
 
 mod common;
 
-use common::Server;
+use common::{page, Server};
 use hicache_valkey::{ErrorKind, Outcome, ReadTargets, Settings, Store};
 use std::io::IoSlice;
 
 fn settings(port: u16) -> Settings {
-    Settings { host: Some("127.0.0.1".into()), port: Some(port.into()), model_name: Some("test-model".into()), ..Default::default() }
+    common::settings(port, "test-model")
 }
 
 fn open(port: u16) -> Store {
-    Store::open(settings(port).resolve().unwrap()).unwrap()
-}
-
-fn pattern(i: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|j| (i * 31 + j * 7 + j / 251) as u8).collect()
+    common::open(settings(port))
 }
 
 #[test]
@@ -23,8 +19,8 @@ fn set_then_get_round_trips_scatter_gather_values() {
     let server = Server::start(&[]);
     let store = open(server.port);
     let keys: Vec<Vec<u8>> = (0..20).map(|i| format!("page-{i}").into_bytes()).collect();
-    let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-    let data: Vec<Vec<u8>> = (0..20).map(|i| pattern(i, 1000 + i * 3000)).collect();
+    let key_refs = common::refs(&keys);
+    let data: Vec<Vec<u8>> = (0..20).map(|i| page(i, 1000 + i * 3000)).collect();
     // each value as 3 segments of uneven sizes
     let split: Vec<[IoSlice<'_>; 3]> = data
         .iter()
@@ -59,7 +55,7 @@ fn set_then_get_round_trips_scatter_gather_values() {
     assert_eq!(leading, 5);
     assert_eq!(found.iter().filter(|f| **f).count(), 20);
     // stored under the documented key
-    let stored: Vec<u8> = redis::cmd("GET").arg("hicache:test-model:0:1:page-3").query(&mut server.redis()).unwrap();
+    let stored: Vec<u8> = redis::cmd("GET").arg("hicache:test-model:t0of1:page-3").query(&mut server.redis()).unwrap();
     assert_eq!(&stored[32..], data[3].as_slice());
 }
 

@@ -127,7 +127,7 @@ class ValkeyHiCacheStorage(HiCacheStorage):
       fingerprint and key namespace (see :mod:`.hybrid`); a transfer named ``"kv"`` takes the v1
       path. None of them raises: failures are misses.
 
-    Keys: ``hicache:{model}:{tp_rank}:{tp_size}:{key}`` (MLA: ``hicache:{model}:{key}``), plus
+    Keys: ``hicache:{model}:t{tp_rank}of{tp_size}:{key}`` (MLA: ``hicache:{model}:mla:{key}``), plus
     ``pp{r}of{n}`` / ``cp{r}of{n}`` parts under pipeline / context parallelism. Values carry the
     pool's format fingerprint (see :mod:`.page_format`): a page written with another layout,
     dtype or geometry is a miss, never wrong data.
