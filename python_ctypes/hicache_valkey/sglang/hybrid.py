@@ -8,7 +8,7 @@ SGLang's hybrid cache controller moves the KV pages through v1 (``batch_get_v1``
 * its own value-format fingerprint (:func:`.page_format.describe_side_pool`: geometry, dtypes,
   layout, byte order), stored in every value *and* part of the key, so a pool of another shape
   with the same entry size is a miss both for EXISTS and for GET, never a hit;
-* its own key namespace inside the model's: ``hicache:{model}[:{tp_rank}:{tp_size}][:pp..][:cp..]:
+* its own key namespace inside the model's: ``hicache:{model}:{ranks}:
   {pool}:{fingerprint:016x}:{page key}``. ``clear()`` of the model (``hicache:{model}:*``)
   therefore removes the side pools too;
 * its own rank scope: a pool whose bytes differ per TP rank (Mamba state always -- it is
