@@ -73,6 +73,14 @@ class hicache_valkey_options(Structure):
         ("model_name", c_char_p),
         # appended in 0.2
         ("socket_path", c_char_p),
+        ("tls", c_int32),
+        ("tls_insecure_skip_verify", c_int32),
+        ("skip_existing", c_int32),
+        ("reserved", c_int32),
+        ("tls_ca_cert", c_char_p),
+        ("tls_cert", c_char_p),
+        ("tls_key", c_char_p),
+        ("tls_server_name", c_char_p),
     ]
 
 
