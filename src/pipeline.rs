@@ -12,6 +12,7 @@ use crate::format::{checksum, checksum_slices, Header, Rejection, HEADER_LEN};
 use crate::Outcome;
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Bytes queued before a vectored write is issued.
 const FLUSH_BYTES: usize = 1 << 20;
@@ -101,13 +102,79 @@ impl<'a> WriteQueue<'a> {
     }
 }
 
+/// Keys batch_set did not write because they were already stored (`skip_existing`).
+#[derive(Default)]
+pub struct Skipped {
+    pub pages: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// GETRANGE commands kept in flight by [`probe`].
+const PROBE_WINDOW: usize = 1024;
+
+/// `GETRANGE prefix+key 0 31` for keys `done..`: sets `skip[i]` when key i is stored with our
+/// header, the caller's value-format fingerprint and payload length `sizes[i]` (a value of
+/// another format, length, or not ours is written again). Only 32 bytes per key come back. A
+/// key whose GETRANGE fails (an ACL without it, a redirection) is simply written.
+pub fn probe(conn: &mut Conn, cfg: &Config, keys: &[&[u8]], sizes: &[u64], skip: &mut [bool], done: usize) -> std::result::Result<(), LaneError> {
+    let (prefix, value_format) = (cfg.namespace.prefix(), cfg.value_format);
+    let n = keys.len();
+    let fail = |error, done| LaneError { error, done, torn: false };
+    let asking = conn.asking();
+    let mut cmds = Vec::with_capacity((n - done).min(PROBE_WINDOW) * (64 + prefix.len()));
+    let mut next = done;
+    let mut received = done;
+    while received < n {
+        cmds.clear();
+        while next < n && next - received < PROBE_WINDOW {
+            if asking {
+                cmds.extend_from_slice(ASKING);
+            }
+            push_array_header(&mut cmds, 4);
+            push_bulk(&mut cmds, &[b"GETRANGE"]);
+            push_bulk(&mut cmds, &[prefix, keys[next]]);
+            push_bulk(&mut cmds, &[b"0"]);
+            push_bulk(&mut cmds, &[b"31"]);
+            next += 1;
+        }
+        if !cmds.is_empty() {
+            conn.write_all(&mut [IoSlice::new(&cmds)]).map_err(|e| fail(e, done))?;
+        }
+        let until = next.min(received + PROBE_WINDOW / 2).max(received + 1);
+        while received < until {
+            if asking {
+                read_asking_ok(conn).map_err(|e| fail(e, done))?;
+            }
+            skip[received] = match conn.read_reply().map_err(|e| fail(e, done))? {
+                Reply::Bulk(Some(len)) if len == HEADER_LEN as u64 => {
+                    let mut head = [0u8; HEADER_LEN];
+                    conn.read_exact(&mut head).and_then(|_| conn.read_crlf()).map_err(|e| fail(e, done))?;
+                    Header::decode(&head).is_some_and(|h| h.value_format == value_format && h.payload_len == sizes[received])
+                }
+                Reply::Bulk(Some(len)) => {
+                    conn.skip(len).and_then(|_| conn.read_crlf()).map_err(|e| fail(e, done))?;
+                    false
+                }
+                Reply::Bulk(None) | Reply::Error(_) => false,
+                other => return Err(fail(Error::protocol(format!("{} answered GETRANGE with {other:?}", conn.server())), done)),
+            };
+            received += 1;
+        }
+    }
+    Ok(())
+}
+
 /// `SET prefix+key header+payload` for keys `done..`; `sizes[i]` is value i's payload length.
+/// Keys with `skip[i]` set (when `skip` is not empty) are not sent: their outcome is `Ok`, and
+/// they are counted in `skipped`.
+#[allow(clippy::too_many_arguments)]
 pub fn set(
     conn: &mut Conn,
     cfg: &Config,
     keys: &[&[u8]],
     values: &[&[IoSlice<'_>]],
     sizes: &[u64],
+    (skip, skipped): (&[bool], &Skipped),
     outcomes: &mut [Outcome],
     done: usize,
 ) -> std::result::Result<Option<Error>, LaneError> {
@@ -121,8 +188,23 @@ pub fn set(
     let mut acked = done;
     let fail = |error, acked| LaneError { error, done: acked, torn: false };
     let asking = conn.asking();
+    let skips = |i: usize| skip.get(i).copied().unwrap_or(false);
     while acked < n {
+        // Keys not sent get their outcome as soon as everything before them has one.
+        if in_flight.is_empty() && next == acked && skips(acked) {
+            outcomes[acked] = Outcome::Ok;
+            skipped.pages.fetch_add(1, Relaxed);
+            skipped.bytes.fetch_add(sizes[acked], Relaxed);
+            acked += 1;
+            next += 1;
+            continue;
+        }
         while next < n && (in_flight.is_empty() || unacked + sizes[next] <= window as u64) {
+            if skips(next) {
+                in_flight.push_back(next);
+                next += 1;
+                continue;
+            }
             let payload = sizes[next];
             let header = Header {
                 payload_len: payload,
@@ -154,6 +236,13 @@ pub fn set(
         }
         q.flush(conn).map_err(|e| fail(e, acked))?;
         let i = in_flight.pop_front().expect("a command is in flight");
+        if skips(i) {
+            outcomes[i] = Outcome::Ok;
+            skipped.pages.fetch_add(1, Relaxed);
+            skipped.bytes.fetch_add(sizes[i], Relaxed);
+            acked += 1;
+            continue;
+        }
         if asking {
             read_asking_ok(conn).map_err(|e| fail(e, acked))?;
         }

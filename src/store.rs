@@ -315,6 +315,7 @@ impl Store {
         let sizes: Vec<u64> = values.iter().map(|v| v.iter().map(|s| s.len() as u64).sum()).collect();
         let deadline = self.deadline(sizes.iter().sum());
         let (which, too_large) = self.sendable(keys, Some(&sizes), outcomes);
+        let skipped = pipeline::Skipped::default();
         let report = self.routed(keys, which, outcomes, deadline, too_large, |node, idx, out, asking| {
             let keys: Vec<&[u8]> = idx.iter().map(|i| keys[*i]).collect();
             let values: Vec<&[IoSlice<'_>]> = idx.iter().map(|i| values[*i]).collect();
@@ -327,13 +328,27 @@ impl Store {
                 rest = tail;
                 let (keys, values, sizes) = (&keys[range.clone()], &values[range.clone()], &sizes[range.clone()]);
                 let cfg = &self.cfg;
-                jobs.push(move || lanes::run_lane(self, node, deadline, asking, |conn, done| pipeline::set(conn, cfg, keys, values, sizes, mine, done)));
+                let skipped = &skipped;
+                jobs.push(move || {
+                    let mut skip = if cfg.skip_existing { vec![false; keys.len()] } else { Vec::new() };
+                    lanes::run_lane(self, node, deadline, asking, |conn, done| {
+                        if cfg.skip_existing {
+                            pipeline::probe(conn, cfg, keys, sizes, &mut skip, done)?;
+                        }
+                        pipeline::set(conn, cfg, keys, values, sizes, (&skip, skipped), mine, done)
+                    })
+                });
             }
             let ends = ranges.into_iter().zip(lanes::run_parallel(jobs)).collect();
             lanes::finish(ends, out, idx)
         });
         let stored = outcomes.iter().zip(&sizes).filter(|(o, _)| **o == Outcome::Ok);
         let (pages, bytes) = stored.fold((0, 0), |(p, b), (_, s)| (p + 1, b + s));
+        let (skipped_pages, skipped_bytes) = (skipped.pages.load(Relaxed), skipped.bytes.load(Relaxed));
+        if skipped_pages > 0 {
+            tracing::debug!(pages = skipped_pages, bytes = skipped_bytes, "batch_set skipped keys already stored");
+        }
+        let (pages, bytes) = (pages - skipped_pages.min(pages), bytes - skipped_bytes.min(bytes));
         self.counters.pages_written.fetch_add(pages, Relaxed);
         self.counters.bytes_written.fetch_add(bytes, Relaxed);
         self.counters.record(Op::Set, started.elapsed());

@@ -86,3 +86,79 @@ fn mismatched_lengths_and_empty_keys_are_invalid_arguments() {
     let e = store.batch_set(&[b"a"], &[], &mut [Outcome::Ok]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 }
+
+/// The server's `total_net_input_bytes`.
+fn net_input_bytes(server: &common::Server) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut server.redis()).unwrap();
+    info.lines().find_map(|l| l.strip_prefix("total_net_input_bytes:")).unwrap().trim().parse().unwrap()
+}
+
+/// `skip_existing`: keys already stored with this handle's value format and payload length are
+/// not written again (their outcome is still Ok and the stored bytes stay as they were); keys
+/// that are absent, of another length, of another value format or not ours are written.
+#[test]
+fn skip_existing_skips_only_keys_stored_with_the_same_format_and_length() {
+    let server = Server::start(&[]);
+    let plain = common::open(settings(server.port));
+    let mut s = settings(server.port);
+    s.skip_existing = Some(true);
+    let skipping = common::open(s);
+    let keys = common::keys(8, "dedup");
+    let first: Vec<Vec<u8>> = (0..8).map(|i| page(i, 50_000)).collect();
+    // keys 0..4 stored by the same format; 4 with another length; 5 by another format; 6 foreign
+    assert!(common::set(&plain, &keys[..4], &first[..4]).iter().all(|o| *o == Outcome::Ok));
+    assert!(common::set(&plain, &keys[4..5], &[page(4, 40_000)]).iter().all(|o| *o == Outcome::Ok));
+    let mut other = settings(server.port);
+    other.value_format = 0xfeed;
+    assert!(common::set(&common::open(other), &keys[5..6], &first[5..6]).iter().all(|o| *o == Outcome::Ok));
+    let _: () = redis::cmd("SET").arg("hicache:test-model:t0of1:dedup-0006").arg(vec![b'z'; 50_032]).query(&mut server.redis()).unwrap();
+    // key 7 absent. Write other bytes of the same length under all 8 keys.
+    let second: Vec<Vec<u8>> = (0..8).map(|i| page(100 + i, 50_000)).collect();
+    let before = net_input_bytes(&server);
+    assert!(common::set(&skipping, &keys, &second).iter().all(|o| *o == Outcome::Ok));
+    let sent = net_input_bytes(&server) - before;
+    // 4 values written (about 200 KB), 4 skipped; the probes cost a few hundred bytes.
+    assert!((4 * 50_000..5 * 50_000).contains(&sent), "server received {sent} bytes");
+    let mut bufs = vec![vec![0u8; 50_000]; 8];
+    assert!(common::get(&skipping, &keys, &mut bufs).iter().all(|o| *o == Outcome::Ok));
+    for i in 0..4 {
+        assert_eq!(bufs[i], first[i], "key {i} was skipped: the first value stays");
+    }
+    for i in 4..8 {
+        assert_eq!(bufs[i], second[i], "key {i} had to be written");
+    }
+    assert_eq!(skipping.client_stats().pages_written, 4, "skipped pages are not counted as written");
+    // The same batch again: everything is skipped, almost nothing is sent.
+    let before = net_input_bytes(&server);
+    assert!(common::set(&skipping, &keys, &second).iter().all(|o| *o == Outcome::Ok));
+    assert!(net_input_bytes(&server) - before < 4096);
+    // Without the option every key is written.
+    let before = net_input_bytes(&server);
+    assert!(common::set(&plain, &keys, &second).iter().all(|o| *o == Outcome::Ok));
+    assert!(net_input_bytes(&server) - before > 8 * 50_000);
+}
+
+/// `skip_existing` over several lanes and batches larger than the probe window, with skipped and
+/// written keys interleaved.
+#[test]
+fn skip_existing_interleaved_over_lanes() {
+    let server = Server::start(&[]);
+    let mut s = settings(server.port);
+    s.skip_existing = Some(true);
+    s.connections = Some(4);
+    let store = common::open(s);
+    let n = 3000;
+    let keys = common::keys(n, "many");
+    let pages: Vec<Vec<u8>> = (0..n).map(|i| page(i, 8192)).collect();
+    let even: Vec<usize> = (0..n).step_by(2).collect();
+    let ek: Vec<Vec<u8>> = even.iter().map(|i| keys[*i].clone()).collect();
+    let ep: Vec<Vec<u8>> = even.iter().map(|i| pages[*i].clone()).collect();
+    assert!(common::set(&store, &ek, &ep).iter().all(|o| *o == Outcome::Ok));
+    let before = net_input_bytes(&server);
+    assert!(common::set(&store, &keys, &pages).iter().all(|o| *o == Outcome::Ok));
+    let sent = net_input_bytes(&server) - before;
+    assert!(sent < (n as u64 / 2) * 8192 + 400_000, "server received {sent} bytes");
+    let mut bufs = vec![vec![0u8; 8192]; n];
+    assert!(common::get(&store, &keys, &mut bufs).iter().all(|o| *o == Outcome::Ok));
+    assert!(bufs == pages);
+}
