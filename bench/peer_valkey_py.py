@@ -11,7 +11,12 @@ every page read back is the page written, and prints the best of each figure as 
 
 GB/s are 1e9 bytes of page payload per second; exists_per_s is keys per second.
 
-usage: peer_valkey_py.py PORT PAGES PAGE_BYTES [REPEAT] [--host HOST] [--db N]
+usage: peer_valkey_py.py PORT PAGES PAGE_BYTES [REPEAT] [--host HOST] [--db N] [--fresh]
+
+With --fresh (the bench's steady state: a server at maxmemory that evicts), REPEAT batches of
+keys never written before are written one after another, then read back; the figures are over
+all of them (not a best), a page the server already evicted is counted ("hits" of "pages"), and
+nothing is deleted.
 
 The username and password, if the server needs them, are read from VALKEY_USERNAME and
 VALKEY_PASSWORD (never from the command line, which other local users can read).
@@ -38,6 +43,7 @@ def parse_args(argv):
     ap.add_argument("repeat", type=int, nargs="?", default=3, help="timed rounds; the best is kept")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--db", type=int, default=0)
+    ap.add_argument("--fresh", action="store_true", help="fresh keys every batch, nothing deleted")
     args = ap.parse_args(argv)
     if args.pages < 1 or args.page_bytes < 1 or args.repeat < 1:
         ap.error("PAGES, PAGE_BYTES and REPEAT must be positive")
@@ -70,6 +76,57 @@ def load(client, keys, pool):
     return True
 
 
+def load_counting(client, keys, pool, written):
+    """Like load, but a missing page is counted; returns (pages found, all found ones correct)."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+    values = pipe.execute()
+    hits, ok = 0, True
+    for row, value in enumerate(values):
+        if value is None:
+            continue
+        hits += 1
+        pool[row] = np.frombuffer(value, dtype=np.uint8)
+        ok = ok and np.array_equal(pool[row], written[row])
+    return hits, ok
+
+
+def fresh(client, args):
+    nonce = f"{time.time_ns():x}"
+    rng = np.random.default_rng(args.page_bytes * 1_000_003 + args.pages)
+    written = rng.integers(0, 256, size=(args.pages, args.page_bytes), dtype=np.uint8)
+    host_pool = np.empty_like(written)
+    batches = [[f"{KEY_PREFIX}{args.page_bytes}:{nonce}:{b}:{i:016x}" for i in range(args.pages)] for b in range(args.repeat)]
+    set_s = get_s = 0.0
+    for keys in batches:
+        secs, replies = timed(lambda: store(client, keys, written))
+        if not all(replies):
+            sys.exit("peer_valkey_py: a SET was refused")
+        set_s += secs
+    hits = 0
+    for keys in batches:
+        secs, (found, ok) = timed(lambda: load_counting(client, keys, host_pool, written))
+        if not ok:
+            sys.exit("peer_valkey_py: pages read back differ from the pages written")
+        get_s += secs
+        hits += found
+    total = args.repeat * args.pages * args.page_bytes
+    print(json.dumps({
+        "peer": "valkey-py",
+        "valkey_py_version": valkey.__version__,
+        "fresh": True,
+        "pages": args.pages,
+        "page_bytes": args.page_bytes,
+        "repeat": args.repeat,
+        "set_GBps": round(total / set_s / 1e9, 3),
+        "get_GBps": round(total / get_s / 1e9, 3),
+        "hits": hits,
+        "asked": args.repeat * args.pages,
+        "exists_per_s": 0.0,
+    }))
+
+
 def exists(client, keys):
     pipe = client.pipeline(transaction=False)
     for key in keys:
@@ -87,6 +144,9 @@ def main(argv):
         password=os.environ.get("VALKEY_PASSWORD") or None,
         socket_timeout=120,
     )
+    if args.fresh:
+        fresh(client, args)
+        return
     keys = [f"{KEY_PREFIX}{args.page_bytes}:{i:016x}" for i in range(args.pages)]
     rng = np.random.default_rng(args.page_bytes * 1_000_003 + args.pages)
     written = rng.integers(0, 256, size=(args.pages, args.page_bytes), dtype=np.uint8)

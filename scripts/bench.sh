@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-cargo build --release --quiet -p hicache-valkey-cli
+cargo build --release --quiet -p hicache-valkey-cli -p hicache-valkey  # the CLI, and the shared library the Python figures load
 
 cache=${HICACHE_VALKEY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hicache-valkey}
 sglang_venv="$cache/sglang-0.5.23-torch-2.14.1-tf-5.19.0-v1"

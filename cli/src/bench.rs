@@ -7,7 +7,7 @@
 use crate::client::{outcome_name, version, Batch, Handle, OpenOptions};
 use crate::refs::{self, Peer, Target, VbRun};
 use crate::report::{self, Report, RunFacts};
-use crate::{chart, AnyResult};
+use crate::{chart, deploy, AnyResult};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,13 +17,13 @@ use xxhash_rust::xxh3::xxh3_64;
 pub struct BenchArgs {
     /// A short smoke run (2 page sizes, 16 MiB per figure, 2 repetitions, fewer reference runs).
     #[arg(long)]
-    quick: bool,
+    pub quick: bool,
     /// Page sizes, e.g. 16K,64K,256K,1M,4M [default: those five; --quick: 64K,1M].
     #[arg(long, value_delimiter = ',')]
     sizes: Vec<String>,
     /// Pages per batch call.
     #[arg(long, default_value_t = 128)]
-    pages: usize,
+    pub pages: usize,
     /// Segments per page (a KV page is often a K half and a V half).
     #[arg(long, default_value_t = 2)]
     segments: usize,
@@ -64,8 +64,26 @@ pub struct BenchArgs {
     /// Round trips for the small-page latency figure [default: 5000; --quick: 300].
     #[arg(long)]
     latency_samples: Option<usize>,
+    /// Skip the steady-state figures (server at maxmemory, evicting), the prefetch-under-load
+    /// figure and the dedup figure.
+    #[arg(long)]
+    no_steady: bool,
+    /// Skip the fresh-server table (only the steady-state figures).
+    #[arg(long)]
+    no_fresh: bool,
+    /// The server's maxmemory for the steady-state figures, MiB [default: 1024; --quick: 192].
+    #[arg(long)]
+    steady_maxmemory_mib: Option<u64>,
+    /// Python with the hicache_valkey package and numpy for bench/python_path.py (the Python
+    /// path next to the C path) [default: --peer-python].
+    #[arg(long)]
+    python_path_python: Option<PathBuf>,
+    /// Python with Mooncake's store (mooncake-transfer-engine-non-cuda) for bench/peer_mooncake.py.
+    #[arg(long)]
+    mooncake_python: Option<PathBuf>,
 }
 
+#[derive(Clone)]
 pub struct Plan {
     pub sizes: Vec<usize>,
     pub min_bytes: u64,
@@ -128,7 +146,7 @@ pub fn best_median(v: &[f64]) -> (f64, f64) {
     (s[s.len() - 1], med)
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -138,16 +156,16 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// Caller-side host buffers for one page size: `pages` pages of `size` bytes, each split in
 /// `segments` segments, one for writing and one for reading back.
-struct Buffers {
-    src: Vec<u8>,
-    dst: Vec<u8>,
+pub struct Buffers {
+    pub src: Vec<u8>,
+    pub dst: Vec<u8>,
     size: usize,
     pages: usize,
     segments: usize,
 }
 
 impl Buffers {
-    fn new(size: usize, pages: usize, segments: usize, seed: u64) -> Buffers {
+    pub fn new(size: usize, pages: usize, segments: usize, seed: u64) -> Buffers {
         let mut src = vec![0u8; size * pages];
         let mut x = seed | 1;
         for chunk in src.chunks_exact_mut(8) {
@@ -161,7 +179,7 @@ impl Buffers {
         Buffers { src, dst, size, pages, segments }
     }
 
-    fn segs(base: *mut u8, size: usize, pages: usize, segments: usize) -> Vec<Vec<(*mut u8, usize)>> {
+    pub fn segs(base: *mut u8, size: usize, pages: usize, segments: usize) -> Vec<Vec<(*mut u8, usize)>> {
         (0..pages)
             .map(|p| {
                 let page = p * size;
@@ -208,6 +226,9 @@ pub struct OpFigures {
 pub struct OursResult {
     pub set: OpFigures,
     pub get: OpFigures,
+    /// Pages batch_get found, of the pages it asked for (over every repetition).
+    pub get_hits: u64,
+    pub get_pages: u64,
     /// VmHWM growth over the buffers' RSS while the figure ran.
     pub rss_growth: u64,
     pub hwm_reset: bool,
@@ -247,6 +268,9 @@ impl Timer {
     }
 }
 
+/// HICACHE_OUTCOME_MISS.
+const MISS: i32 = crate::client::OUTCOME_MISS;
+
 fn check_outcomes(op: &str, out: &[i32]) -> AnyResult<()> {
     if let Some((i, o)) = out.iter().enumerate().find(|(_, o)| **o != 0) {
         let failed = out.iter().filter(|o| **o != 0).count();
@@ -262,20 +286,43 @@ fn page_key(size: usize, batch: usize, page: usize) -> Vec<u8> {
 
 /// Measures batch_set and batch_get of `batches` batches of `pages` pages of `size` bytes.
 fn measure_ours(h: &Handle, size: usize, p: &Plan, args: &BenchArgs, pid: Option<u32>, label: &str) -> AnyResult<OursResult> {
+    measure_ours_with(h, size, p, args, pid, label, None)
+}
+
+/// [`measure_ours`] at steady state: every repetition writes keys never written before (epoch
+/// `epoch`), on a server at maxmemory that evicts, and reads back what it just wrote; a page
+/// the server already evicted is counted as a miss, not an error.
+pub fn measure_ours_steady(h: &Handle, size: usize, p: &Plan, args: &BenchArgs, pid: Option<u32>, label: &str, epoch: u64) -> AnyResult<OursResult> {
+    measure_ours_with(h, size, p, args, pid, label, Some(epoch))
+}
+
+fn measure_ours_with(h: &Handle, size: usize, p: &Plan, args: &BenchArgs, pid: Option<u32>, label: &str, steady: Option<u64>) -> AnyResult<OursResult> {
     let mut buf = Buffers::new(size, args.pages, args.segments, (size as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
     let batches = p.min_bytes.div_ceil(buf.total()).max(1) as usize;
     let (src, dst) = (buf.src.as_mut_ptr(), buf.dst.as_mut_ptr());
     let (src_segs, dst_segs) = (Buffers::segs(src, size, buf.pages, buf.segments), Buffers::segs(dst, size, buf.pages, buf.segments));
-    let keys: Vec<Vec<Vec<u8>>> = (0..batches).map(|b| (0..buf.pages).map(|i| page_key(size, b, i)).collect()).collect();
-    let set_batches: Vec<Batch> = keys.iter().map(|k| Batch::new(k, &src_segs)).collect();
-    let get_batches: Vec<Batch> = keys.iter().map(|k| Batch::new(k, &dst_segs)).collect();
+    let keys_of = |rep: usize| -> Vec<Vec<Vec<u8>>> {
+        let batch_id = |b: usize| match steady {
+            Some(epoch) => (epoch as usize) << 40 | rep << 24 | b,
+            None => b,
+        };
+        (0..batches).map(|b| (0..buf.pages).map(|i| page_key(size, batch_id(b), i)).collect()).collect()
+    };
+    let mut keys = keys_of(0);
+    let mut set_batches: Vec<Batch> = keys.iter().map(|k| Batch::new(k, &src_segs)).collect();
+    let mut get_batches: Vec<Batch> = keys.iter().map(|k| Batch::new(k, &dst_segs)).collect();
     let mut out = vec![0i32; buf.pages];
     let (rss_base, _) = refs::rss();
     let hwm_reset = refs::reset_hwm();
     let (rss_base, hwm_base) = if hwm_reset { (rss_base, rss_base) } else { (rss_base, refs::rss().1) };
-    let mut res = OursResult { set: OpFigures::default(), get: OpFigures::default(), rss_growth: 0, hwm_reset };
+    let mut res = OursResult { set: OpFigures::default(), get: OpFigures::default(), rss_growth: 0, hwm_reset, get_hits: 0, get_pages: 0 };
     let bytes = batches as u64 * buf.total();
     for rep in 0..p.reps {
+        if steady.is_some() && rep > 0 {
+            keys = keys_of(rep);
+            set_batches = keys.iter().map(|k| Batch::new(k, &src_segs)).collect();
+            get_batches = keys.iter().map(|k| Batch::new(k, &dst_segs)).collect();
+        }
         let mut expected = Vec::with_capacity(batches);
         let foreign = refs::Foreign::start(pid);
         let mut t = Timer::new(pid);
@@ -292,8 +339,19 @@ fn measure_ours(h: &Handle, size: usize, p: &Plan, args: &BenchArgs, pid: Option
             // SAFETY: dst is ours; no reference to it is alive.
             unsafe { std::ptr::write_bytes(dst, 0, size * buf.pages) };
             t.time(|| h.batch_get(batch, &mut out))?;
-            check_outcomes("batch_get", &out)?;
+            if steady.is_some() {
+                // An evicted page (MISS) is counted; any other failure is still an error.
+                let failed: Vec<i32> = out.iter().map(|o| if *o == MISS { 0 } else { *o }).collect();
+                check_outcomes("batch_get", &failed)?;
+            } else {
+                check_outcomes("batch_get", &out)?;
+            }
+            res.get_pages += out.len() as u64;
+            res.get_hits += out.iter().filter(|o| **o == 0).count() as u64;
             for (i, want) in expected[b].iter().enumerate() {
+                if out[i] != 0 {
+                    continue;
+                }
                 // SAFETY: within dst; the call has returned.
                 let page = unsafe { std::slice::from_raw_parts(dst.add(i * size), size) };
                 if xxh3_64(page) != *want {
@@ -481,7 +539,7 @@ pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &Bench
     }
 
     let mut results = Vec::new();
-    for (si, &size) in plan.sizes.iter().enumerate() {
+    for (si, &size) in plan.sizes.iter().enumerate().filter(|_| !args.no_fresh) {
         progress(&format!("page size {} ({}/{})", size_label(size), si + 1, plan.sizes.len()));
         let mut notes = Vec::new();
         let ours = measure_ours(&h, size, &plan, args, pid, "ours")?;
@@ -525,6 +583,7 @@ pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &Bench
     let exists = measure_exists(&h, &plan, args.pages, pid)?;
     let latency = measure_latency(&h, &plan, &target, have_vb, pid)?;
     h.clear()?;
+    let deployment = if args.no_steady { None } else { steady(&h, &o, &target, &plan, args, pid, have_vb, have_peer.then_some((peer_python.as_path(), peer_script.as_path())))? };
 
     let facts = RunFacts {
         plan: &plan,
@@ -539,12 +598,46 @@ pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &Bench
         library_version: version(),
         notes,
     };
-    let rep = report::build(&results, &exists, &latency, facts, started.elapsed().as_secs_f64());
+    let mut rep = report::build(&results, &exists, &latency, facts, started.elapsed().as_secs_f64());
+    if let Some(d) = deployment {
+        report::add_deployment(&mut rep, d);
+    }
     report::print(&rep);
     std::fs::write(&args.json, serde_json::to_string_pretty(&rep)? + "\n").map_err(|e| format!("cannot write {}: {e}", args.json.display()))?;
     chart::write_svg(&rep, &args.plot).map_err(|e| format!("cannot write {}: {e}", args.plot.display()))?;
     println!("\nwrote {} and {}", args.json.display(), args.plot.display());
     Ok(())
+}
+
+/// The steady-state figures, the prefetch-under-load figure and the dedup figure (`deploy.rs`).
+#[allow(clippy::too_many_arguments)]
+fn steady(h: &Handle, o: &OpenOptions, target: &Target, plan: &Plan, args: &BenchArgs, pid: Option<u32>, have_vb: bool, peer: Option<(&Path, &Path)>) -> AnyResult<Option<deploy::DeployReport>> {
+    let here = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench"));
+    let usable = |py: &Path, import: &str| {
+        std::process::Command::new(py)
+            .args(["-c", import])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let py_path = args.python_path_python.clone().or_else(|| peer.map(|(p, _)| p.to_path_buf()));
+    let python_path = py_path.filter(|p| usable(p, "import numpy")).map(|p| (p, here.join("python_path.py")));
+    if python_path.is_none() {
+        progress("python path figures skipped: no python with numpy (--python-path-python)");
+    }
+    let mooncake = match &args.mooncake_python {
+        Some(p) if usable(p, "from mooncake.store import MooncakeDistributedStore") => Some((p.clone(), here.join("peer_mooncake.py"))),
+        Some(p) => {
+            progress(&format!("mooncake peer skipped: {} cannot import mooncake.store", p.display()));
+            None
+        }
+        None => None,
+    };
+    let maxmemory = args.steady_maxmemory_mib.unwrap_or(if args.quick { 192 } else { 1024 }) << 20;
+    let ctx = deploy::Ctx { h, opts: o, target, plan, args, pid, have_vb, peer, python_path, mooncake, maxmemory };
+    deploy::run(&ctx)
 }
 
 pub struct ExistsResult {

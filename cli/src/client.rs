@@ -34,6 +34,9 @@ pub fn status_name(status: i32) -> String {
     unsafe { CStr::from_ptr(hicache_valkey_status_str(status)) }.to_string_lossy().into_owned()
 }
 
+/// `HICACHE_OUTCOME_MISS`: the key is not stored.
+pub const OUTCOME_MISS: i32 = 1;
+
 pub fn outcome_name(outcome: i32) -> String {
     // SAFETY: returns a static NUL-terminated string for any value.
     unsafe { CStr::from_ptr(hicache_valkey_outcome_str(outcome)) }.to_string_lossy().into_owned()
@@ -75,6 +78,8 @@ pub struct OpenOptions {
     pub connections: Option<u32>,
     pub checksum: Option<bool>,
     pub timeout_ms: Option<u32>,
+    /// The `skip_existing` option (batch_set skips keys already stored in this value format).
+    pub skip_existing: Option<bool>,
 }
 
 fn cstring(s: &Option<String>, what: &str) -> Result<Option<CString>, CallError> {
@@ -156,6 +161,9 @@ impl Handle {
         }
         if let Some(t) = o.timeout_ms {
             opts.timeout_ms = t as i32;
+        }
+        if let Some(v) = o.skip_existing {
+            opts.skip_existing = v.into();
         }
         let mut ptr = std::ptr::null_mut();
         // SAFETY: opts initialised above; its strings outlive the call (copied by the library).

@@ -13,6 +13,7 @@
 mod bench;
 mod chart;
 mod client;
+mod deploy;
 mod refs;
 mod report;
 
@@ -103,6 +104,19 @@ enum Command {
     Clear,
     /// Measures batch_set / batch_get / batch_exists against valkey-benchmark and valkey-py.
     Bench(Box<bench::BenchArgs>),
+    /// One engine process of the bench's dedup figure: writes BYTES of pages (the same keys and
+    /// bytes in every process) and prints its time as JSON.
+    #[command(hide = true)]
+    BenchWriter {
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long)]
+        page_bytes: usize,
+        #[arg(long, default_value_t = 128)]
+        pages: usize,
+        #[arg(long)]
+        skip_existing: bool,
+    },
 }
 
 /// The version of the library this binary runs (`hicache_valkey_version()`), which is the version
@@ -137,6 +151,9 @@ fn run(cli: Cli) -> AnyResult<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(&cli.conn.options(), &cli.conn.settings(), args),
+        Command::BenchWriter { bytes, page_bytes, pages, skip_existing } => {
+            deploy::writer(&OpenOptions { skip_existing: Some(*skip_existing), ..cli.conn.options() }, *bytes, *page_bytes, *pages)
+        }
     }
 }
 

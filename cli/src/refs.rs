@@ -221,6 +221,24 @@ pub fn peer(python: &Path, script: &Path, t: &Target, pages: usize, size: usize,
     serde_json::from_str(line).map_err(|e| format!("peer printed unexpected JSON ({e}): {line}"))
 }
 
+/// The peer script on fresh keys (`--fresh`): every round writes keys never written before and
+/// deletes nothing (the steady-state server evicts), a page already evicted when read back is
+/// counted, not an error.
+pub fn peer_fresh(python: &Path, script: &Path, t: &Target, pages: usize, size: usize, repeat: usize) -> Result<Peer, String> {
+    let mut cmd = Command::new(python);
+    cmd.arg(script).args([t.port.to_string(), pages.to_string(), size.to_string(), repeat.to_string()]);
+    cmd.args(["--host", &t.host, "--db", &t.db.to_string(), "--fresh"]);
+    for (var, value) in [("VALKEY_USERNAME", &t.username), ("VALKEY_PASSWORD", &t.password)] {
+        match value {
+            Some(v) => cmd.env(var, v),
+            None => cmd.env_remove(var),
+        };
+    }
+    let out = run_bounded(&mut cmd, Duration::from_secs(300))?;
+    let line = out.lines().rev().find(|l| l.trim_start().starts_with('{')).ok_or_else(|| format!("peer printed no JSON: {out}"))?;
+    serde_json::from_str(line).map_err(|e| format!("peer printed unexpected JSON ({e}): {line}"))
+}
+
 /// Whether `python` can import valkey and numpy.
 pub fn python_has_peer_deps(python: &Path) -> bool {
     Command::new(python)

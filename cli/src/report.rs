@@ -53,6 +53,31 @@ pub struct Report {
     pub max_rss_growth_bytes: u64,
     pub targets: Vec<TargetReport>,
     pub seconds: Fig,
+    /// Steady state (server at maxmemory, evicting), prefetch under a backup, dedup: the
+    /// headline figures (`deploy.rs`).
+    #[serde(default)]
+    pub deployment: Option<crate::deploy::DeployReport>,
+}
+
+/// Adds the deployment figures and their targets to the report.
+pub fn add_deployment(rep: &mut Report, d: crate::deploy::DeployReport) {
+    let mut check = |name: String, value: Fig, goal: f64| {
+        rep.targets.push(TargetReport { target: name, value, goal, met: value.map(|v| v >= goal) });
+    };
+    for r in &d.steady {
+        if r.page_bytes >= 64 << 10 {
+            check(format!("steady {} set / valkey-benchmark SET", r.label), r.set_vs_valkey_benchmark, 1.0);
+            check(format!("steady {} get / valkey-benchmark GET", r.label), r.get_vs_valkey_benchmark, 1.0);
+        }
+    }
+    if let Some(l) = &d.latency_under_load {
+        check("prefetch exists p99 under a backup within 2x idle (2 - ratio)".into(), l.exists_p99_ratio.map(|x| r3(2.0 - x).unwrap_or(f64::NAN)), 0.0);
+        check("prefetch get p99 under a backup within 2x idle (2 - ratio)".into(), l.get_p99_ratio.map(|x| r3(2.0 - x).unwrap_or(f64::NAN)), 0.0);
+    }
+    if let Some(dd) = &d.dedup {
+        check("skip_existing cost on all-new pages within 5% (0.05 - cost)".into(), dd.new_pages_cost.and_then(|c| r3(0.05 - c)), 0.0);
+    }
+    rep.deployment = Some(d);
 }
 
 /// One page size.
@@ -317,6 +342,7 @@ pub fn build(results: &[SizeResult], exists: &ExistsResult, lat: &LatencyResult,
         max_rss_growth_bytes: max_rss,
         targets,
         seconds: r3(seconds),
+        deployment: None,
     }
 }
 
@@ -338,7 +364,11 @@ fn pct(v: Fig) -> String {
 
 /// The table and summary lines on stdout.
 pub fn print(rep: &Report) {
+    if let Some(d) = &rep.deployment {
+        crate::deploy::print(d);
+    }
     println!();
+    println!("FRESH SERVER (second table): a server that is never full, the same keys rewritten each repetition.");
     println!(
         "{:>5} | {:>13} {:>13} | {:>11} {:>11} | {:>7} {:>7} | {:>6} {:>6} | {:>6} {:>6} | {:>6} {:>6} | {:>8}",
         "page", "set best/med", "get best/med", "vb SET best", "vb GET best", "py set", "py get", "set/vb", "get/vb", "set/py", "get/py", "srvCPU", "cliCPU", "RSS+"
