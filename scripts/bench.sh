@@ -36,6 +36,30 @@ if [ -z "$peer_python" ]; then
   [ -f "$venv/.complete" ] && peer_python="$venv/bin/python"
 fi
 
+# Mooncake's store (SGLang's default distributed store) as a peer, full runs only:
+# $HICACHE_VALKEY_MOONCAKE_PYTHON if set, else a venv of its own with the
+# mooncake-transfer-engine-non-cuda wheel (its binaries need Debian's libibverbs1).
+mooncake_python=${HICACHE_VALKEY_MOONCAKE_PYTHON:-}
+quick=0
+for a in "$@"; do [ "$a" = --quick ] && quick=1; done
+if [ -z "$mooncake_python" ] && [ "$quick" = 0 ]; then
+  mvenv="$cache/bench-mooncake-v1"
+  if [ ! -f "$mvenv/.complete" ] && [ ! -f "$mvenv/.failed" ]; then
+    echo "bench.sh: creating $mvenv (Mooncake's store for the Mooncake peer)" >&2
+    rm -rf "$mvenv"
+    mkdir -p "$cache"
+    if { dpkg -s libibverbs1 >/dev/null 2>&1 || { [ "$(id -u)" = 0 ] && apt-get install -y -q libibverbs1 >&2; }; } \
+      && python3 -m venv "$mvenv" \
+      && "$mvenv/bin/python" -m pip install -q --disable-pip-version-check mooncake-transfer-engine-non-cuda numpy >&2; then
+      touch "$mvenv/.complete"
+    else
+      echo "bench.sh: cannot install Mooncake's store; the Mooncake peer is skipped" >&2
+      mkdir -p "$mvenv" && touch "$mvenv/.failed"
+    fi
+  fi
+  [ -f "$mvenv/.complete" ] && mooncake_python="$mvenv/bin/python"
+fi
+
 json=docs/bench.json svg=docs/bench.svg
 for a in "$@"; do
   case "$a" in
@@ -48,6 +72,7 @@ args=()
 [ -n "$json" ] && args+=(--json "$json")
 [ -n "$svg" ] && args+=(--plot "$svg")
 if [ -n "$peer_python" ]; then args+=(--peer-python "$peer_python"); else args+=(--no-peer); fi
+[ -n "$mooncake_python" ] && args+=(--mooncake-python "$mooncake_python")
 mkdir -p docs
 
 # Against the throwaway server only (no password, db 0), whatever the caller's environment says.

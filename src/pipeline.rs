@@ -12,7 +12,7 @@ use crate::format::{checksum, checksum_slices, Header, Rejection, HEADER_LEN};
 use crate::Outcome;
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// Bytes queued before a vectored write is issued.
 const FLUSH_BYTES: usize = 1 << 20;
@@ -109,6 +109,31 @@ pub struct Skipped {
     pub bytes: AtomicU64,
 }
 
+/// What a batch_set lane shares with the rest of the store.
+pub struct SetShared<'a> {
+    /// Keys not to send (`skip_existing`); empty when none are skipped.
+    pub skip: &'a [bool],
+    pub skipped: &'a Skipped,
+    /// Latency-sensitive calls (batch_exists, small batch_get) running now on this store.
+    pub urgent: &'a AtomicUsize,
+}
+
+/// Longest a bulk write waits for latency-sensitive calls of the same store before it goes on.
+const YIELD_MAX: std::time::Duration = std::time::Duration::from_millis(3);
+
+/// Before a bulk write: while a latency-sensitive call of the same store is running, hold the
+/// next bytes back (at most [`YIELD_MAX`]), so the server and the cores serve that call first
+/// instead of queueing it behind megabytes of values.
+fn yield_to_urgent(urgent: &AtomicUsize) {
+    if urgent.load(Relaxed) == 0 {
+        return;
+    }
+    let until = std::time::Instant::now() + YIELD_MAX;
+    while urgent.load(Relaxed) > 0 && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_micros(20));
+    }
+}
+
 /// GETRANGE commands kept in flight by [`probe`].
 const PROBE_WINDOW: usize = 1024;
 
@@ -165,8 +190,8 @@ pub fn probe(conn: &mut Conn, cfg: &Config, keys: &[&[u8]], sizes: &[u64], skip:
 }
 
 /// `SET prefix+key header+payload` for keys `done..`; `sizes[i]` is value i's payload length.
-/// Keys with `skip[i]` set (when `skip` is not empty) are not sent: their outcome is `Ok`, and
-/// they are counted in `skipped`.
+/// Keys with `shared.skip[i]` set are not sent: their outcome is `Ok`, and they are counted in
+/// `shared.skipped`. Each write waits while a latency-sensitive call of the store runs.
 #[allow(clippy::too_many_arguments)]
 pub fn set(
     conn: &mut Conn,
@@ -174,7 +199,7 @@ pub fn set(
     keys: &[&[u8]],
     values: &[&[IoSlice<'_>]],
     sizes: &[u64],
-    (skip, skipped): (&[bool], &Skipped),
+    shared: SetShared<'_>,
     outcomes: &mut [Outcome],
     done: usize,
 ) -> std::result::Result<Option<Error>, LaneError> {
@@ -188,6 +213,7 @@ pub fn set(
     let mut acked = done;
     let fail = |error, acked| LaneError { error, done: acked, torn: false };
     let asking = conn.asking();
+    let SetShared { skip, skipped, urgent } = shared;
     let skips = |i: usize| skip.get(i).copied().unwrap_or(false);
     while acked < n {
         // Keys not sent get their outcome as soon as everything before them has one.
@@ -231,8 +257,12 @@ pub fn set(
             unacked += payload;
             next += 1;
             if q.wants_flush() {
+                yield_to_urgent(urgent);
                 q.flush(conn).map_err(|e| fail(e, acked))?;
             }
+        }
+        if q.bytes > 0 {
+            yield_to_urgent(urgent);
         }
         q.flush(conn).map_err(|e| fail(e, acked))?;
         let i = in_flight.pop_front().expect("a command is in flight");

@@ -53,6 +53,28 @@ pub struct Store {
     cores: usize,
     /// The smallest `proto-max-bulk-len` of the servers connected to.
     max_bulk: AtomicU64,
+    /// Latency-sensitive calls running now (batch_exists, batch_get of at most
+    /// [`URGENT_MAX_BYTES`]): bulk writes of other threads hold back while there are any.
+    urgent: AtomicUsize,
+}
+
+/// A batch_get of at most this many bytes is a prefetch that must not wait behind a backup.
+const URGENT_MAX_BYTES: u64 = 4 << 20;
+
+/// Counts a latency-sensitive call for as long as it lives.
+struct Urgent<'a>(&'a AtomicUsize);
+
+impl<'a> Urgent<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Relaxed);
+        Urgent(n)
+    }
+}
+
+impl Drop for Urgent<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 impl LaneHost for Store {
@@ -118,6 +140,7 @@ impl Store {
             active_lanes: AtomicUsize::new(0),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_bulk: AtomicU64::new(max_bulk),
+            urgent: AtomicUsize::new(0),
         };
         if let Some(ranges) = topology::cluster_slots(&seed, &store.cfg)? {
             if store.cfg.db != 0 {
@@ -335,7 +358,7 @@ impl Store {
                         if cfg.skip_existing {
                             pipeline::probe(conn, cfg, keys, sizes, &mut skip, done)?;
                         }
-                        pipeline::set(conn, cfg, keys, values, sizes, (&skip, skipped), mine, done)
+                        pipeline::set(conn, cfg, keys, values, sizes, pipeline::SetShared { skip: &skip, skipped, urgent: &self.urgent }, mine, done)
                     })
                 });
             }
@@ -366,6 +389,7 @@ impl Store {
         let started = Instant::now();
         let sizes: Vec<u64> = (0..targets.len()).map(|i| targets.value_len(i)).collect();
         let deadline = self.deadline(sizes.iter().sum());
+        let _urgent = (sizes.iter().sum::<u64>() <= URGENT_MAX_BYTES).then(|| Urgent::new(&self.urgent));
         let (which, too_large) = self.sendable(keys, None, outcomes);
         // Each node's share of the targets is moved out for the call and put back afterwards.
         let parked = Mutex::new(&mut *targets);
@@ -422,6 +446,7 @@ impl Store {
         let started = Instant::now();
         let mut outcomes = vec![Outcome::Miss; keys.len()];
         let deadline = self.deadline(0);
+        let _urgent = Urgent::new(&self.urgent);
         let (which, too_large) = self.sendable(keys, None, &mut outcomes);
         let report = self.routed(keys, which, &mut outcomes, deadline, too_large, |node, idx, out, asking| {
             let keys: Vec<&[u8]> = idx.iter().map(|i| keys[*i]).collect();

@@ -268,7 +268,7 @@ fn run_steady(c: &Ctx<'_>, con: &mut redis::Connection) -> AnyResult<DeployRepor
             }
             if rep_i == 0 {
                 if let Some((py, script)) = &c.mooncake {
-                    match run_json(Command::new(py).arg(script).args(["--page-bytes", &size.to_string(), "--pages", &c.args.pages.to_string(), "--bytes", &c.plan.min_bytes.to_string()]), Duration::from_secs(180)) {
+                    match run_json(Command::new(py).arg(script).args(["--page-bytes", &size.to_string(), "--pages", &c.args.pages.to_string(), "--bytes", &c.plan.min_bytes.to_string(), "--store-mib", &(c.maxmemory >> 20).to_string()]), Duration::from_secs(180)) {
                         Ok(v) => {
                             progress(&format!("mooncake {:>4}: {v}", size_label(size)));
                             mooncake = Some(v);
@@ -423,7 +423,7 @@ fn latency_under_load(c: &Ctx<'_>) -> AnyResult<LoadReport> {
     let backup_buf = Buffers::new(bsize, 1, 1, 5);
     let one = Buffers::segs(backup_buf.src.as_ptr() as *mut u8, bsize, 1, 2);
     let backup_segs = Shared((0..bpages).map(|_| one[0].clone()).collect());
-    let samples = if q { 200 } else { 1000 };
+    let (cycles, idle_per_cycle) = if q { (3, 60) } else { (4, 250) };
     let sample = |lat_e: &mut Vec<f64>, lat_g: &mut Vec<f64>| -> AnyResult<()> {
         let mut found = vec![0u8; ekeys];
         let mut out = vec![0i32; gpages];
@@ -439,50 +439,41 @@ fn latency_under_load(c: &Ctx<'_>) -> AnyResult<LoadReport> {
         Ok(())
     };
     let (mut ie, mut ig) = (Vec::new(), Vec::new());
-    for _ in 0..samples {
-        sample(&mut ie, &mut ig)?;
-        std::thread::sleep(Duration::from_micros(500));
-    }
     let (mut le, mut lg) = (Vec::new(), Vec::new());
-    let stop = AtomicBool::new(false);
     let mut backup_bytes = 0u64;
     let mut backup_secs = 0f64;
-    std::thread::scope(|s| -> AnyResult<()> {
-        let writer = s.spawn(|| -> Result<(u64, f64), String> {
-            let mut out = vec![0i32; bpages];
-            let (mut bytes, mut secs) = (0u64, 0f64);
-            let limit = Instant::now() + Duration::from_secs(if q { 5 } else { 20 });
-            for round in 0..(if q { 2 } else { 6 }) {
-                if Instant::now() > limit || stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let _ = round;
-                let keys: Vec<Vec<u8>> = (0..bpages).map(|i| format!("backup-{i:04}").into_bytes()).collect();
-                let t0 = Instant::now();
-                c.h.batch_set(&Batch::new(&keys, backup_segs.get()), &mut out).map_err(|e| e.to_string())?;
-                secs += t0.elapsed().as_secs_f64();
-                bytes += (bsize * bpages) as u64;
-            }
-            stop.store(true, Ordering::Relaxed);
-            Ok((bytes, secs))
-        });
-        // Let the backup start, then sample while it runs.
-        std::thread::sleep(Duration::from_millis(20));
-        let mut err = None;
-        while !stop.load(Ordering::Relaxed) && le.len() < 20 * samples {
-            if let Err(e) = sample(&mut le, &mut lg) {
-                err = Some(e);
-                stop.store(true, Ordering::Relaxed);
-                break;
-            }
+    // Idle and loaded phases alternate, so a change in the machine's load hits both alike.
+    for _ in 0..cycles {
+        for _ in 0..idle_per_cycle {
+            sample(&mut ie, &mut ig)?;
             std::thread::sleep(Duration::from_micros(500));
         }
-        stop.store(true, Ordering::Relaxed);
-        let (b, t) = writer.join().expect("writer thread")?;
-        backup_bytes = b;
-        backup_secs = t;
-        err.map_or(Ok(()), Err)
-    })?;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| -> AnyResult<()> {
+            let writer = s.spawn(|| -> Result<f64, String> {
+                let mut out = vec![0i32; bpages];
+                // The same keys every time: the backup overwrites, nothing is evicted.
+                let keys: Vec<Vec<u8>> = (0..bpages).map(|i| format!("backup-{i:04}").into_bytes()).collect();
+                let t0 = Instant::now();
+                let r = c.h.batch_set(&Batch::new(&keys, backup_segs.get()), &mut out).map_err(|e| e.to_string());
+                stop.store(true, Ordering::Relaxed);
+                r.map(|_| t0.elapsed().as_secs_f64())
+            });
+            // Let the backup start, then sample while it runs (bounded: it ends within its timeout).
+            std::thread::sleep(Duration::from_millis(5));
+            let mut err = None;
+            while !stop.load(Ordering::Relaxed) && le.len() < 100_000 {
+                if let Err(e) = sample(&mut le, &mut lg) {
+                    err = Some(e);
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            backup_secs += writer.join().expect("writer thread")?;
+            backup_bytes += (bsize * bpages) as u64;
+            err.map_or(Ok(()), Err)
+        })?;
+    }
     let p = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         (r3(percentile(v, 0.5)), r3(percentile(v, 0.99)))
