@@ -23,8 +23,8 @@
 _Static_assert(sizeof(hicache_key) == 16, "hicache_key is 16 bytes");
 _Static_assert(sizeof(hicache_segment) == 16, "hicache_segment is 16 bytes");
 _Static_assert(sizeof(hicache_value) == 16, "hicache_value is 16 bytes");
-_Static_assert(sizeof(hicache_valkey_options) == 104, "hicache_valkey_options is 104 bytes");
-_Static_assert(sizeof(hicache_stats) == 352, "hicache_stats is 352 bytes");
+_Static_assert(sizeof(hicache_valkey_options) == 112, "hicache_valkey_options is 112 bytes");
+_Static_assert(sizeof(hicache_stats) == 360, "hicache_stats is 360 bytes");
 #endif
 _Static_assert(sizeof(hicache_status) == sizeof(int32_t), "statuses travel as int32_t");
 
@@ -141,7 +141,7 @@ static inline void hv_model(char *buf, size_t len, const char *tag) {
 
 /* Options for `model`; host and port stay unset so they come from the environment. */
 static inline void hv_options(hicache_valkey_options *o, const char *model) {
-    CHECK_OK(hicache_valkey_options_init(o));
+    CHECK_OK(HICACHE_VALKEY_OPTIONS_INIT(o));
     o->model_name = model;
 }
 

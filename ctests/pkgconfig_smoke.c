@@ -27,7 +27,7 @@ int main(void) {
     uint64_t rtt = 0, deleted = 0;
 
     snprintf(model, sizeof model, "ctest-pkgconfig-%ld", (long)getpid());
-    if ((st = hicache_valkey_options_init(&o)) != HICACHE_STATUS_OK) return fail("options_init", st);
+    if ((st = HICACHE_VALKEY_OPTIONS_INIT(&o)) != HICACHE_STATUS_OK) return fail("options_init", st);
     o.model_name = model;
     if ((st = hicache_valkey_open(&o, &h)) != HICACHE_STATUS_OK) return fail("open", st);
     if ((st = hicache_valkey_ping(h, &rtt)) != HICACHE_STATUS_OK) return fail("ping", st);

@@ -146,8 +146,8 @@ static void test_open_errors(const char *model) {
     memset(&o, 0, sizeof o);
     open_fails(&o, HICACHE_STATUS_INVALID_ARGUMENT, "struct_size 0");
     hv_options(&o, model);
-    o.struct_size = sizeof o - 8;
-    open_fails(&o, HICACHE_STATUS_INVALID_ARGUMENT, "struct_size sizeof - 8");
+    o.struct_size = HICACHE_VALKEY_OPTIONS_V1_SIZE - 8;
+    open_fails(&o, HICACHE_STATUS_INVALID_ARGUMENT, "struct_size below the first published size");
 
     /* Invalid option values: INVALID_CONFIG, checked before connecting. */
     struct {

@@ -16,8 +16,8 @@
 static_assert(sizeof(void *) != 8 || sizeof(hicache_key) == 16, "hicache_key is 16 bytes");
 static_assert(sizeof(void *) != 8 || sizeof(hicache_segment) == 16, "hicache_segment is 16 bytes");
 static_assert(sizeof(void *) != 8 || sizeof(hicache_value) == 16, "hicache_value is 16 bytes");
-static_assert(sizeof(void *) != 8 || sizeof(hicache_valkey_options) == 104, "options are 104 bytes");
-static_assert(sizeof(void *) != 8 || sizeof(hicache_stats) == 352, "stats are 352 bytes");
+static_assert(sizeof(void *) != 8 || sizeof(hicache_valkey_options) == 112, "options are 112 bytes");
+static_assert(sizeof(void *) != 8 || sizeof(hicache_stats) == 360, "stats are 360 bytes");
 static_assert(std::is_standard_layout<hicache_valkey_options>::value, "a C struct");
 static_assert(std::is_trivially_copyable<hicache_stats>::value, "a C struct");
 static_assert(HICACHE_VALKEY_VERSION_NUMBER ==
@@ -53,7 +53,7 @@ using handle_ptr = std::unique_ptr<hicache_valkey, closer>;
 
 handle_ptr open(const std::string &model) {
     hicache_valkey_options o;
-    CHECK(hicache_valkey_options_init(&o) == HICACHE_STATUS_OK);
+    CHECK(HICACHE_VALKEY_OPTIONS_INIT(&o) == HICACHE_STATUS_OK);
     o.model_name = model.c_str();
     o.value_format = 0xC0FFEEu;
     hicache_valkey *h = nullptr;
@@ -74,7 +74,7 @@ int main() {
                                                        std::to_string(HICACHE_VALKEY_VERSION_PATCH));
     CHECK(std::string(hicache_valkey_status_str(HICACHE_STATUS_TIMEOUT)) == "HICACHE_STATUS_TIMEOUT");
     CHECK(std::string(hicache_valkey_outcome_str(HICACHE_OUTCOME_FOREIGN)) == "HICACHE_OUTCOME_FOREIGN");
-    CHECK(hicache_valkey_options_init(nullptr) == HICACHE_STATUS_INVALID_ARGUMENT);
+    CHECK(hicache_valkey_options_init(nullptr, sizeof(hicache_valkey_options)) == HICACHE_STATUS_INVALID_ARGUMENT);
     CHECK(last_error() == "opts is NULL");
 
     const std::string model = "ctest-cxx-" + std::to_string(static_cast<long>(getpid()));

@@ -1,7 +1,7 @@
 /*
  * test_stored_values: what the stored header protects against, checked with a second, raw
  * connection to the same server (a minimal RESP client below) that looks at and damages the
- * stored values under their documented keys ("hicache:{model}:{tp_rank}:{tp_size}:{key}") and
+ * stored values under their documented keys ("hicache:{model}:t{tp_rank}of{tp_size}:{key}") and
  * layout (32-byte header "HCVK", version, flags, length, value format, xxh3-64; then payload).
  *   - value_format: two handles with different fingerprints: FORMAT_MISMATCH, buffer untouched,
  *     while batch_exists still reports the key;
@@ -45,7 +45,7 @@ int main(void) {
     hicache_valkey *ck = hv_open_opts(&o);
     raw_connect(&r);
     hv_page_alloc(&p, 3, SIZES);
-    for (int i = 0; i < 4; i++) snprintf(full[i], sizeof full[i], "hicache:%s:0:1:page-%d", model, i);
+    for (int i = 0; i < 4; i++) snprintf(full[i], sizeof full[i], "hicache:%s:t0of1:page-%d", model, i);
 
     /* value_format: B cannot read what A wrote; EXISTS cannot tell. */
     set1(fmt_a, "page-0", 100);

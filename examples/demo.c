@@ -85,7 +85,7 @@ int main(void) {
 
     /* 1. Open a handle: options first, the environment fills what is left unset. */
     hicache_valkey_options opts;
-    TRY("hicache_valkey_options_init", hicache_valkey_options_init(&opts));
+    TRY("hicache_valkey_options_init", HICACHE_VALKEY_OPTIONS_INIT(&opts));
     opts.model_name = MODEL;
     opts.value_format = VALUE_FORMAT;
     hicache_valkey *h = NULL;

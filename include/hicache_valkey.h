@@ -18,6 +18,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Initialises *opts for the struct size this program was compiled with (see
+ * hicache_valkey_options_init). */
+#define HICACHE_VALKEY_OPTIONS_INIT(opts) hicache_valkey_options_init((opts), sizeof *(opts))
+
+/*
+ The server's largest bulk string when it does not say (`proto-max-bulk-len`'s default).
+ */
+#define DEFAULT_MAX_BULK (512 << 20)
+
 /*
  Major version of the library (and of `hicache_valkey_version()`).
  */
@@ -42,6 +51,13 @@
  Pass in an `int32_t` option to take the value from the environment, else the default.
  */
 #define HICACHE_VALKEY_UNSET -1
+
+/*
+ Size of the first published `hicache_valkey_options` (version 0.1). A caller compiled
+ against that header passes this size to `hicache_valkey_options_init`; later versions only
+ append fields, so every older size stays accepted.
+ */
+#define HICACHE_VALKEY_OPTIONS_V1_SIZE 104
 
 /*
  The status of a call as a whole. Values are stable and never reused.
@@ -84,6 +100,11 @@ typedef enum hicache_status {
    A bug in the library was caught at the C boundary; the handle may be used further.
    */
   HICACHE_STATUS_PANIC = 8,
+  /*
+   The server's ACL does not allow a command this call needs (`NOPERM`); the message names
+   the command. See the README for the minimal ACL a deployment needs.
+   */
+  HICACHE_STATUS_PERMISSION = 9,
 } hicache_status;
 
 /*
@@ -131,6 +152,12 @@ typedef enum hicache_outcome {
    batch_set: the server is out of memory (maxmemory reached under `noeviction`).
    */
   HICACHE_OUTCOME_OUT_OF_MEMORY = 9,
+  /*
+   The key or value is larger than the server accepts (its `proto-max-bulk-len`, 512 MiB by
+   default); it was not sent, the other keys of the batch were. batch_get: segments not
+   written.
+   */
+  HICACHE_OUTCOME_TOO_LARGE = 10,
 } hicache_outcome;
 
 /*
@@ -140,7 +167,8 @@ typedef enum hicache_outcome {
 typedef struct hicache_valkey hicache_valkey;
 
 /*
- Options of `hicache_valkey_open`. Fill with `hicache_valkey_options_init`, then set fields:
+ Options of `hicache_valkey_open`. Fill with `HICACHE_VALKEY_OPTIONS_INIT(&opts)` (that is,
+ `hicache_valkey_options_init(&opts, sizeof opts)`), then set fields:
  strings left NULL and integers left `HICACHE_VALKEY_UNSET` come from the environment
  (`VALKEY_URL`, `VALKEY_HOST`, `VALKEY_PORT`, `VALKEY_DB`, `VALKEY_USERNAME`,
  `VALKEY_PASSWORD`, `HICACHE_VALKEY_*`), else from the defaults. Strings are NUL-terminated
@@ -148,8 +176,9 @@ typedef struct hicache_valkey hicache_valkey;
  */
 typedef struct hicache_valkey_options {
   /*
-   `sizeof(hicache_valkey_options)` as the caller was compiled; lets newer libraries accept
-   older callers. Set by `hicache_valkey_options_init`.
+   `sizeof(hicache_valkey_options)` as the caller was compiled, set by
+   `hicache_valkey_options_init`; lets a newer library serve an older caller (fields past
+   `struct_size` are treated as unset).
    */
   uint32_t struct_size;
   /*
@@ -214,6 +243,11 @@ typedef struct hicache_valkey_options {
    Model name (default "default"); may contain any character.
    */
   const char *model_name;
+  /*
+   Path of the server's Unix domain socket (`VALKEY_SOCKET`, or a `unix://` URL); when set,
+   `host` and `port` are not used.
+   */
+  const char *socket_path;
 } hicache_valkey_options;
 
 /*
@@ -314,6 +348,10 @@ typedef struct hicache_stats {
    Primaries of the Valkey Cluster the server figures are summed over; 0 for one server.
    */
   uint64_t cluster_primaries;
+  /*
+   Primaries that did not answer: their figures are missing from the sums above.
+   */
+  uint64_t unreachable_primaries;
 } hicache_stats;
 
 #ifdef __cplusplus
@@ -321,14 +359,19 @@ extern "C" {
 #endif // __cplusplus
 
 /*
- Fills `opts` with "unset" values (take the environment, else the defaults) and its
- `struct_size`.
+ Fills the first `struct_size` bytes of `*opts` with "unset" values (take the environment,
+ else the defaults) and sets `opts->struct_size` to `struct_size`. Pass `sizeof *opts`, as
+ the `HICACHE_VALKEY_OPTIONS_INIT(opts)` macro does: a program compiled against an older
+ header passes its older, smaller size, and the library writes nothing past it.
+ `HICACHE_STATUS_INVALID_ARGUMENT` when `opts` is NULL or `struct_size` is smaller than
+ `HICACHE_VALKEY_OPTIONS_V1_SIZE` or larger than this library's struct (a header newer than
+ the library).
 
  # Safety
- `opts` is NULL (then `HICACHE_STATUS_INVALID_ARGUMENT`) or points to writable memory of
- `sizeof(hicache_valkey_options)` bytes.
+ `opts` is NULL or points to `struct_size` writable bytes.
  */
-enum hicache_status hicache_valkey_options_init(struct hicache_valkey_options *opts);
+enum hicache_status hicache_valkey_options_init(struct hicache_valkey_options *opts,
+                                                size_t struct_size);
 
 /*
  Opens a handle: resolves the configuration (`opts`, then the environment, then defaults),

@@ -1,8 +1,10 @@
-"""Copies libhicache_valkey.so into the package when it is built.
+"""The parts of the build pyproject.toml cannot declare (run by build_backend.py, which first
+builds the Rust library; see there):
 
-The library is taken from $HICACHE_VALKEY_LIB when set, else from ../target/release (the Rust
-crate's `cargo build --release` output next to this directory). Set HICACHE_VALKEY_NO_BUNDLE=1
-to build without it; the package then needs HICACHE_VALKEY_LIB at run time.
+- the version, read from the crate's Cargo.toml (its only source);
+- copying the library build_backend.py names into the package;
+- the wheel tag ``py3-none-<platform>``: the wheel holds a native library but no CPython
+  extension, so it fits every Python 3 on this platform.
 """
 
 import os
@@ -14,44 +16,54 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 from setuptools.dist import Distribution
 
+try:
+    from setuptools.command.bdist_wheel import bdist_wheel  # setuptools >= 70.1
+except ImportError:  # older setuptools, with the `wheel` package
+    from wheel.bdist_wheel import bdist_wheel
+
 HERE = Path(__file__).resolve().parent
-NAME = "libhicache_valkey.dylib" if sys.platform == "darwin" else "libhicache_valkey.so"
-
-
-def find_library():
-    env = os.environ.get("HICACHE_VALKEY_LIB")
-    candidates = [Path(env)] if env else []
-    candidates.append(HERE.parent / "target" / "release" / NAME)
-    for c in candidates:
-        if c.is_file():
-            return c
-    return None
+sys.path.insert(0, str(HERE))
+import build_backend  # noqa: E402  (the same directory; the backend's helpers)
 
 
 class BuildPyWithLibrary(build_py):
     def run(self):
         super().run()
-        if os.environ.get("HICACHE_VALKEY_NO_BUNDLE") == "1":
-            return
-        lib = find_library()
-        if lib is None:
+        lib = os.environ.get(build_backend.BUILT_LIB_ENV)
+        if not lib:
+            if os.environ.get("HICACHE_VALKEY_NO_BUNDLE") == "1":
+                return
             raise SystemExit(
-                f"hicache_valkey: {NAME} not found (looked at $HICACHE_VALKEY_LIB and "
-                f"{HERE.parent / 'target' / 'release' / NAME}); run `cargo build --release` in the "
-                "repository root first, or set HICACHE_VALKEY_LIB, or HICACHE_VALKEY_NO_BUNDLE=1"
+                "hicache_valkey: no library to bundle: build through the package's PEP 517 backend "
+                "(pip install ./python_ctypes, pip wheel, python -m build --wheel), which runs cargo, "
+                "or set HICACHE_VALKEY_NO_BUNDLE=1"
             )
-        dest = Path(self.build_lib) / "hicache_valkey" / NAME
+        # An editable install imports the package from this directory: the library goes there.
+        base = HERE if getattr(self, "editable_mode", False) else Path(self.build_lib)
+        dest = base / "hicache_valkey" / build_backend.LIB_NAME
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(lib, dest)
         os.chmod(dest, 0o755)
-        print(f"hicache_valkey: bundled {lib} -> {dest}")
+        print(f"hicache_valkey: bundled {lib} -> {dest}", file=sys.stderr)
 
 
 class BinaryDistribution(Distribution):
-    """The wheel carries a native library: tag it for this platform."""
+    """Holds a native library: installed to platlib, and the wheel is not pure."""
 
     def has_ext_modules(self):
         return True
 
 
-setup(cmdclass={"build_py": BuildPyWithLibrary}, distclass=BinaryDistribution)
+class PlatformWheel(bdist_wheel):
+    """``py3-none-<platform>``: platform-specific (the library), Python- and ABI-independent."""
+
+    def get_tag(self):
+        _, _, plat = super().get_tag()
+        return "py3", "none", plat
+
+
+setup(
+    version=build_backend.version(),
+    distclass=BinaryDistribution,
+    cmdclass={"build_py": BuildPyWithLibrary, "bdist_wheel": PlatformWheel},
+)

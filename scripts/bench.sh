@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: installs the dependencies, builds the release CLI, starts a throwaway
 # loopback valkey-server (scripts/with-valkey.sh) and runs `hicache-valkey bench` against it,
-# side by side with valkey-benchmark and the valkey-py peer script. Writes docs/bench.json and
-# docs/bench.png unless told otherwise.
+# side by side with valkey-benchmark and the valkey-py peer script (bench/peer_valkey_py.py).
+# Writes docs/bench.json and docs/bench.svg unless told otherwise (--quick: target/bench-quick.*).
 #
 #   scripts/bench.sh [--quick] [other `hicache-valkey bench` options]
 #
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-cargo build --release --quiet --bin hicache-valkey
+cargo build --release --quiet -p hicache-valkey-cli
 
 cache=${HICACHE_VALKEY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hicache-valkey}
 sglang_venv="$cache/sglang-0.5.23-torch-2.14.1-tf-5.19.0-v1"
@@ -36,20 +36,20 @@ if [ -z "$peer_python" ]; then
   [ -f "$venv/.complete" ] && peer_python="$venv/bin/python"
 fi
 
-json=docs/bench.json png=docs/bench.png
+json=docs/bench.json svg=docs/bench.svg
 for a in "$@"; do
   case "$a" in
-    --quick) json=target/bench-quick.json png=target/bench-quick.png ;;
+    --quick) json=target/bench-quick.json svg=target/bench-quick.svg ;;
     --json|--json=*) json="" ;;
-    --plot|--plot=*) png="" ;;
+    --plot|--plot=*) svg="" ;;
   esac
 done
 args=()
 [ -n "$json" ] && args+=(--json "$json")
-[ -n "$png" ] && args+=(--plot "$png")
+[ -n "$svg" ] && args+=(--plot "$svg")
 if [ -n "$peer_python" ]; then args+=(--peer-python "$peer_python"); else args+=(--no-peer); fi
 mkdir -p docs
 
-# The peer script connects to 127.0.0.1:PORT without a password, db 0: the throwaway server fits.
+# Against the throwaway server only (no password, db 0), whatever the caller's environment says.
 unset VALKEY_URL VALKEY_DB VALKEY_PASSWORD VALKEY_USERNAME
-exec scripts/with-valkey.sh -- target/release/hicache-valkey bench "${args[@]}" "$@"
+exec scripts/with-valkey.sh -- "${CARGO_TARGET_DIR:-target}/release/hicache-valkey" bench "${args[@]}" "$@"

@@ -9,6 +9,9 @@
 #      plain, sanitized (ASAN_OPTIONS=detect_leaks=1), and the plain build under valgrind
 #      memcheck (--error-exitcode=1 --leak-check=full, ctests/valgrind.supp)
 #   5. compiles a small program with nothing but pkg-config (shared and static) and runs it
+#   6. the C++ example examples/cpp_page_pool: configured and built against the installed
+#      package with two cmake commands, run against a throwaway valkey-server; then compiled
+#      with only pkg-config's flags (g++ -std=c++17) and run small
 # A failing step does not stop the others (only what needs its result is skipped, and counted
 # as failed). Every result is a JUnit file in the results directory: ctest's own
 # (--output-junit) for the ctest runs, one test case per check for the rest.
@@ -163,5 +166,29 @@ pkg_config_check() {
 pkg_status=0
 pkg_config_check || pkg_status=$?
 check "pkg-config: shared and static programs compile and run" "$pkg_status"
+
+step "C++ example: examples/cpp_page_pool against the installed package"
+# (set -e does not apply inside a function called from `||`: every step says `|| return`.)
+cpp_example_check() {
+  local src="$repo/examples/cpp_page_pool" build="$work/cpp_page_pool" cxx=${CXX:-g++}
+  rm -rf "$build"
+  # The two commands a user runs (docs/cpp.md), then the program under a throwaway server.
+  { cmake -S "$src" -B "$build" -DCMAKE_PREFIX_PATH="$prefix" &&
+    cmake --build "$build" -j "$jobs"; } >"$build.log" 2>&1 ||
+    { cat "$build.log" >&2; echo "cpp_page_pool: configuring or building failed" >&2; return 1; }
+  "$repo/scripts/with-valkey.sh" -- "$build/cpp_page_pool" | tee "$build.out" || return
+  grep -q '^cpp_page_pool: all good$' "$build.out" || { echo "cpp_page_pool did not say all good" >&2; return 1; }
+  # The same source with nothing but pkg-config's flags.
+  # shellcheck disable=SC2046 # pkg-config output is meant to be split
+  "$cxx" -std=c++17 -Wall -Wextra -Werror -pedantic -O2 -pthread "$src/main.cpp" -o "$build/cpp_page_pool_pkgconfig" \
+    $(pkg-config --cflags --libs hicache_valkey) -Wl,-rpath,"$(pkg-config --variable=libdir hicache_valkey)" || return
+  "$repo/scripts/with-valkey.sh" -- "$build/cpp_page_pool_pkgconfig" --pages 8 --layers 4 --model cpp-page-pool-pkgconfig \
+    >"$build/pkgconfig.out" || { cat "$build/pkgconfig.out"; return 1; }
+  grep -q '^cpp_page_pool: all good$' "$build/pkgconfig.out" || { cat "$build/pkgconfig.out"; return 1; }
+  echo "cpp_page_pool built with pkg-config only: all good"
+}
+cpp_status=0
+cpp_example_check || cpp_status=$?
+check "C++ example cpp_page_pool: find_package and pkg-config builds run" "$cpp_status"
 
 finish

@@ -4,7 +4,7 @@
 #
 #   PREFIX/lib/libhicache_valkey.so.X.Y.Z, .so.X -> .so.X.Y.Z, .so -> .so.X   (SONAME .so.X)
 #   PREFIX/lib/libhicache_valkey.a
-#   PREFIX/include/hicache_valkey.h
+#   PREFIX/include/hicache_valkey.h, hicache_valkey.hpp (the C++17 wrapper, header only)
 #   PREFIX/lib/cmake/hicache_valkey/hicache_valkeyConfig.cmake (+ ConfigVersion.cmake)
 #   PREFIX/lib/pkgconfig/hicache_valkey.pc
 #
@@ -39,7 +39,8 @@ fi
 so="$target_dir/release/libhicache_valkey.so"
 a="$target_dir/release/libhicache_valkey.a"
 header="$repo/include/hicache_valkey.h"
-for f in "$so" "$a" "$header"; do
+header_hpp="$repo/include/hicache_valkey.hpp"
+for f in "$so" "$a" "$header" "$header_hpp"; do
   [ -f "$f" ] || { echo "install.sh: $f is missing" >&2; exit 1; }
 done
 # build.rs sets the SONAME; refuse to install a library without it (the symlinks would lie).
@@ -58,6 +59,7 @@ ln -sfn "libhicache_valkey.so.$version" "$prefix/lib/$soname"
 ln -sfn "$soname" "$prefix/lib/libhicache_valkey.so"
 install -m 0644 "$a" "$prefix/lib/libhicache_valkey.a"
 install -m 0644 "$header" "$prefix/include/hicache_valkey.h"
+install -m 0644 "$header_hpp" "$prefix/include/hicache_valkey.hpp"
 
 subst() {
   sed -e "s|@HV_VERSION@|$version|g" -e "s|@HV_SOVERSION@|$major|g" \
@@ -75,5 +77,6 @@ subst "$repo/cmake/hicache_valkey.pc.in" "$prefix/lib/pkgconfig/hicache_valkey.p
 cat >&2 <<MSG
 install.sh: done. Use it with
   CMake:      cmake -DCMAKE_PREFIX_PATH=$prefix ...   then find_package(hicache_valkey CONFIG REQUIRED)
+              (C++: target_link_libraries(app PRIVATE hicache_valkey::hicache_valkey_cpp), #include <hicache_valkey.hpp>)
   pkg-config: PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --cflags --libs hicache_valkey
 MSG

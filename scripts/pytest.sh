@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs the Python package's tests (python_ctypes/tests) on a fresh machine, as one command:
-#   1. scripts/install-deps.sh (valkey-server etc.), `cargo build --release` (libhicache_valkey.so);
+#   1. scripts/install-deps.sh (valkey-server etc.);
 #   2. the cached venv with the real SGLang 0.5.23 (scripts/sglang-venv.sh); when the package
 #      registry cannot be reached (exit 3), a small venv with numpy + pytest instead, where the
 #      SGLang tests skip;
-#   3. `pip install ./python_ctypes` into it (the build copies target/release/libhicache_valkey.so
-#      into the package);
+#   3. `pip install ./python_ctypes` into it: the package's build backend runs
+#      `cargo build --release --lib` and puts libhicache_valkey.so in the wheel;
 #   4. pytest, from outside python_ctypes so the installed package is what gets imported.
 # Extra arguments go to pytest. Exits non-zero on any failure, and when pytest ran no test.
 set -euo pipefail
@@ -13,9 +13,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 "$root/scripts/install-deps.sh"
-cargo build --release
-lib="$root/target/release/libhicache_valkey.so"
-[ -f "$lib" ] || { echo "pytest.sh: $lib was not built" >&2; exit 1; }
 
 require_sglang=1
 set +e
@@ -44,15 +41,21 @@ elif [ $rc -ne 0 ]; then
 fi
 echo "pytest.sh: python $py" >&2
 
-# A fresh build each time, so the package always carries the library just built.
+# The plain install, as a user runs it (the build compiles the library); reinstalled each time
+# so the package carries the library of this tree. HICACHE_VALKEY_LIB would make the build
+# bundle that file instead, and the tests load the bundled copy: unset it.
+unset HICACHE_VALKEY_LIB
 rm -rf "$root/python_ctypes/build" "$root/python_ctypes/"*.egg-info
 pip_args=(install -q --disable-pip-version-check --force-reinstall --no-deps)
-if "$py" -c 'import setuptools' 2>/dev/null; then pip_args+=(--no-build-isolation); fi
-HICACHE_VALKEY_LIB="$lib" "$py" -m pip "${pip_args[@]}" "$root/python_ctypes" >&2
+# Offline, build in this venv when it has the build backend's requirements (setuptools with
+# bdist_wheel) instead of fetching them into an isolated one.
+if "$py" -c 'import setuptools.command.bdist_wheel' 2>/dev/null \
+   || "$py" -c 'import setuptools, wheel.bdist_wheel' 2>/dev/null; then
+  pip_args+=(--no-build-isolation)
+fi
+echo "pytest.sh: pip install ./python_ctypes (compiles the Rust library: minutes on a fresh clone)" >&2
+"$py" -m pip "${pip_args[@]}" "$root/python_ctypes" >&2
 rm -rf "$root/python_ctypes/build" "$root/python_ctypes/"*.egg-info
-
-# The installed package (and its bundled library) is what the tests import.
-unset HICACHE_VALKEY_LIB
 export HICACHE_VALKEY_REQUIRE_SGLANG=$require_sglang
 set +e
 "$py" -m pytest "$root/python_ctypes/tests" -p no:cacheprovider -rs "$@"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates (once) a cached virtualenv with the real SGLang 0.5.23 package and its CPU-usable
-# import path (torch CUDA wheel, which runs on CPU), as ../shared/docs/sglang-test-env.md describes.
+# import path (torch CUDA wheel, which runs on CPU), (CPU-only machines need no CUDA driver for it).
 # The venv lives outside the repo, keyed by the pinned versions, so CI reinstalls only when they
 # change. Prints the venv's python path on stdout. Exit 3 when the registry cannot be reached.
 set -euo pipefail

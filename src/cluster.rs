@@ -1,7 +1,7 @@
 //! Valkey Cluster: which hash slot a key belongs to, and the slot map read from `CLUSTER SLOTS`.
 
 use crate::error::{Error, Result};
-use redis::Value;
+use crate::resp::Value;
 
 /// Number of hash slots of a Valkey Cluster.
 pub const SLOTS: usize = 16384;
@@ -39,8 +39,7 @@ pub fn parse_slots(reply: &Value, asked_host: &str) -> Result<Vec<SlotRange>> {
         _ => None,
     };
     let text = |v: &Value| match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
+        Value::Bulk(_) | Value::Simple(_) => v.text(),
         _ => None,
     };
     let mut out = Vec::with_capacity(ranges.len());
@@ -78,7 +77,7 @@ mod tests {
 
     #[test]
     fn parses_cluster_slots() {
-        let node = |h: &str, p: i64| Value::Array(vec![Value::BulkString(h.into()), Value::Int(p), Value::BulkString(b"id".to_vec())]);
+        let node = |h: &str, p: i64| Value::Array(vec![Value::Bulk(h.into()), Value::Int(p), Value::Bulk(b"id".to_vec())]);
         let reply = Value::Array(vec![
             Value::Array(vec![Value::Int(0), Value::Int(5460), node("127.0.0.1", 7000), node("127.0.0.1", 7003)]),
             Value::Array(vec![Value::Int(5461), Value::Int(16383), node("", 7001)]),

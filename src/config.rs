@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::keys::Namespace;
+use crate::socket::Endpoint;
 use std::fmt;
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ pub struct Config {
     pub host: String,
     /// Server TCP port.
     pub port: u16,
+    /// A Unix domain socket path; when set, it is used instead of `host:port`.
+    pub socket: Option<String>,
     /// Logical database (`SELECT`).
     pub db: u32,
     /// ACL user name (`AUTH user pass`); `None` authenticates as the default user.
@@ -48,6 +51,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("socket", &self.socket)
             .field("db", &self.db)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
@@ -62,9 +66,17 @@ impl fmt::Debug for Config {
 }
 
 impl Config {
-    /// `host:port` as used in messages.
+    /// Where the server listens.
+    pub fn endpoint(&self) -> Endpoint {
+        match &self.socket {
+            Some(path) => Endpoint::Unix(path.clone()),
+            None => Endpoint::Tcp { host: self.host.clone(), port: self.port },
+        }
+    }
+
+    /// `host:port` (or `unix:PATH`) as used in messages.
     pub fn server(&self) -> String {
-        crate::conn::server_name(&self.host, self.port)
+        self.endpoint().name()
     }
 
     /// The timeout for a request that moves `bytes` bytes.
@@ -78,8 +90,11 @@ impl Config {
 /// `None` means "take it from the environment, else the default".
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Settings {
-    /// `valkey://[user[:password]@]host[:port][/db]` (also `redis://`).
+    /// `valkey://[user[:password]@]host[:port][/db]` (also `redis://`), or
+    /// `unix:///path/to/valkey.sock[?db=N]` (also `valkey+unix://`, `redis+unix://`).
     pub url: Option<String>,
+    /// A Unix domain socket path (`VALKEY_SOCKET`).
+    pub socket: Option<String>,
     pub host: Option<String>,
     pub port: Option<i64>,
     pub db: Option<i64>,
@@ -142,12 +157,14 @@ impl Settings {
         let mut db: i64 = 0;
         let mut username = None;
         let mut password = None;
+        let mut socket = None;
 
         // Lowest to highest precedence: env URL, env fields, explicit URL, explicit fields.
         let mut apply_url = |url: &str, origin: &str| -> Result<()> {
             let parts = parse_url(url, origin)?;
             host = parts.host;
             port = parts.port.into();
+            socket = parts.socket;
             if let Some(d) = parts.db {
                 db = d;
             }
@@ -180,6 +197,9 @@ impl Settings {
             if let Some(u) = env("VALKEY_USERNAME") {
                 username = Some(u);
             }
+            if let Some(path) = env("VALKEY_SOCKET") {
+                socket = Some(path);
+            }
         }
         // A password from the environment applies unless one was given explicitly (keeps
         // secrets out of URLs and command lines).
@@ -188,6 +208,13 @@ impl Settings {
         }
         if let Some(h) = &self.host {
             host = h.clone();
+            socket = None;
+        }
+        if let Some(path) = &self.socket {
+            socket = Some(path.clone());
+        }
+        if socket.as_deref() == Some("") {
+            return Err(Error::invalid_config("socket path is empty (set VALKEY_SOCKET or the socket option)"));
         }
         if let Some(p) = self.port {
             port = p;
@@ -261,6 +288,7 @@ impl Settings {
         Ok(Config {
             host,
             port,
+            socket,
             db,
             username,
             password,
@@ -284,6 +312,7 @@ fn parse_int(text: &str, what: &str) -> Result<i64> {
 }
 
 struct UrlParts {
+    socket: Option<String>,
     host: String,
     port: u16,
     db: Option<i64>,
@@ -296,17 +325,28 @@ fn parse_url(url: &str, origin: &str) -> Result<UrlParts> {
     use redis::IntoConnectionInfo;
     let shown = redact_url(url);
     let bad = |why: String| Error::invalid_config(format!("{origin} '{shown}' is not a valid Valkey URL: {why}"));
-    if !(url.starts_with("valkey://") || url.starts_with("redis://")) {
-        return Err(bad("expected valkey://[user[:password]@]host[:port][/db] (TLS and unix sockets are not supported)".into()));
+    if url.starts_with("valkeys://") || url.starts_with("rediss://") {
+        return Err(bad("TLS is not supported by this version".into()));
     }
-    let info = url.into_connection_info().map_err(|e| bad(e.to_string()))?;
-    let (host, port) = match info.addr() {
-        redis::ConnectionAddr::Tcp(h, p) => (h.trim_start_matches('[').trim_end_matches(']').to_string(), *p),
-        _ => return Err(bad("only TCP addresses are supported".into())),
+    // The redis crate's parser knows redis:// and redis+unix:// / unix://; valkey is a synonym.
+    let normalized = match url.strip_prefix("valkey") {
+        Some(rest) if rest.starts_with("://") || rest.starts_with("+unix://") => format!("redis{rest}"),
+        _ => url.to_string(),
     };
+    if !(normalized.starts_with("redis://") || normalized.starts_with("redis+unix://") || normalized.starts_with("unix://")) {
+        return Err(bad("expected valkey://[user[:password]@]host[:port][/db] or unix:///path/to/valkey.sock".into()));
+    }
+    let info = normalized.as_str().into_connection_info().map_err(|e| bad(e.to_string()))?;
+    let (host, port, socket) = match info.addr() {
+        redis::ConnectionAddr::Tcp(h, p) => (h.trim_start_matches('[').trim_end_matches(']').to_string(), *p, None),
+        redis::ConnectionAddr::Unix(path) => ("localhost".to_string(), crate::config::DEFAULT_PORT, Some(path.to_string_lossy().into_owned())),
+        _ => return Err(bad("only TCP and Unix socket addresses are supported".into())),
+    };
+    let url = normalized.as_str();
     let settings = info.redis_settings();
-    let has_db = url.splitn(4, '/').nth(3).is_some_and(|p| !p.is_empty());
+    let has_db = if socket.is_some() { url.contains("db=") } else { url.splitn(4, '/').nth(3).is_some_and(|p| !p.is_empty()) };
     Ok(UrlParts {
+        socket,
         host,
         port,
         db: has_db.then_some(settings.db()),

@@ -1,40 +1,43 @@
-//! One connection to a Valkey server, with the RESP framing of the data path written by hand.
+//! One connection to a Valkey server: the handshake, deadlines, and buffered reads that let bulk
+//! payloads go straight into the caller's memory.
 //!
 //! Why not the `redis` crate here: its API takes values as owned buffers and returns them as
-//! owned `Vec<u8>`s, which means copying every page at least once on each side (see the README's
-//! design section). This module writes commands with vectored writes straight from the caller's
-//! segments and reads bulk replies straight into them. Only the bytes of reply *headers* go through
-//! a small buffer; reads are bounded so a header read does not pull payload bytes into it.
+//! owned `Vec<u8>`s, which means copying every page at least once on each side (see
+//! docs/design.md). Commands go out as vectored writes straight from the caller's segments and
+//! bulk replies are read straight into them. Only the bytes of reply *headers* go through a small
+//! buffer; reads are bounded so a header read does not pull payload bytes into it. The control
+//! commands (INFO, SCAN, CLUSTER SLOTS) use the same connection type, so every request of the
+//! library, data or control, has one deadline and one transport.
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use std::io::{self, IoSlice, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use crate::resp::{parse_reply_line, push_command, Reply, Value};
+use crate::socket::{Endpoint, Ready, Socket};
+use std::io::{self, IoSlice};
 use std::time::{Duration, Instant};
 
 /// Size of the reply-header buffer.
 const READ_BUF: usize = 64 << 10;
 /// Longest reply line accepted (error messages, integers, bulk headers).
 const MAX_LINE: usize = 16 << 10;
+/// The server's largest bulk string when it does not say (`proto-max-bulk-len`'s default).
+pub const DEFAULT_MAX_BULK: u64 = 512 << 20;
+/// Largest control reply read whole (INFO, a SCAN page, CLUSTER SLOTS) and its deepest nesting.
+const MAX_CONTROL_BULK: u64 = 64 << 20;
+const MAX_DEPTH: usize = 8;
 
-/// A reply that fits on one line, or the header of a bulk string.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// `+OK` (the reply to every SET: kept apart so it costs no allocation).
-    Ok,
-    /// Other simple strings (`+PONG`).
-    Simple(String),
-    /// `:n`
-    Int(i64),
-    /// `$len`; `None` for the null bulk string (`$-1`). The payload has not been read yet.
-    Bulk(Option<u64>),
-    /// `-ERR ...`
-    Error(String),
+/// Cluster redirections a lane's keys received (indices into the lane's keys).
+#[derive(Debug, Default)]
+pub struct Redirects {
+    /// Some key got `MOVED`: the slot map is stale.
+    pub moved: bool,
+    /// Keys that got `ASK host:port`, with that node.
+    pub asks: Vec<(usize, String)>,
 }
 
 /// An open, authenticated connection.
 pub struct Conn {
-    stream: TcpStream,
+    sock: Socket,
     buf: Box<[u8]>,
     pos: usize,
     end: usize,
@@ -44,107 +47,113 @@ pub struct Conn {
     server: String,
     /// How long a read polls the socket without blocking before it sleeps (see [`Conn::set_spin`]).
     spin: Duration,
-    /// Whether a cluster redirection (`MOVED` / `ASK`) was answered since the last check.
-    redirected: bool,
+    /// The server's `proto-max-bulk-len`.
+    max_bulk: u64,
+    /// Redirections seen by the current lane.
+    pub redirects: Redirects,
+    /// Every command of the current lane follows an `ASK` redirection: send `ASKING` first.
+    asking: bool,
 }
 
 impl Conn {
-    /// Connects to `host:port` within `cfg.connect_timeout` and runs the handshake (`AUTH`,
-    /// `SELECT`, `PING`) with `cfg`'s credentials.
-    pub fn connect(cfg: &Config, host: &str, port: u16) -> Result<Conn> {
-        let server = server_name(host, port);
-        let started = Instant::now();
-        let addrs: Vec<SocketAddr> = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| Error::new(ErrorKind::Connection, format!("cannot resolve host '{host}': {e}")))?
-            .collect();
-        let mut last_err = None;
-        let mut stream = None;
-        for addr in &addrs {
-            let left = cfg.connect_timeout.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            match TcpStream::connect_timeout(addr, left) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last_err = Some((addr, e)),
-            }
-        }
-        let stream = stream.ok_or_else(|| match last_err {
-            Some((addr, e)) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => Error::new(
+    /// Connects to `endpoint` and runs the handshake (`AUTH`, `SELECT`, `CLIENT SETNAME`, `PING`,
+    /// `CONFIG GET proto-max-bulk-len`) with `cfg`'s credentials, all by `deadline`.
+    pub fn connect(cfg: &Config, endpoint: &Endpoint, deadline: Instant) -> Result<Conn> {
+        let server = endpoint.name();
+        let sock = Socket::connect(endpoint, deadline, &server)?;
+        let mut conn = Conn {
+            sock,
+            buf: vec![0; READ_BUF].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            read_limit: READ_BUF,
+            deadline: Some(deadline),
+            server,
+            spin: Duration::ZERO,
+            max_bulk: DEFAULT_MAX_BULK,
+            redirects: Redirects::default(),
+            asking: false,
+        };
+        conn.handshake(cfg).map_err(|e| match e.kind() {
+            ErrorKind::Timeout => Error::new(
                 ErrorKind::Timeout,
-                format!("connecting to {server} ({addr}) timed out after {} ms", cfg.connect_timeout.as_millis()),
+                format!("{} (connect timeout {} ms)", e.message(), cfg.connect_timeout.as_millis()),
             ),
-            Some((addr, e)) => {
-                // Name the resolved address only when it says more than `server` does.
-                let via = if addr.to_string() == server { String::new() } else { format!(" ({addr})") };
-                let why = match e.raw_os_error() {
-                    Some(_) => e.kind().to_string(),
-                    None => e.to_string(),
-                };
-                Error::new(ErrorKind::Connection, format!("cannot connect to {server}{via}: {why} (is valkey-server running there?)"))
-            }
-            None => Error::new(ErrorKind::Connection, format!("no address found for {server}")),
+            _ => e,
         })?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| Error::new(ErrorKind::Connection, format!("{server}: cannot set TCP_NODELAY: {e}")))?;
-        let mut conn = Conn { stream, buf: vec![0; READ_BUF].into_boxed_slice(), pos: 0, end: 0, read_limit: READ_BUF, deadline: None, server, spin: Duration::ZERO, redirected: false };
-        conn.deadline = Some(started + cfg.connect_timeout);
-        conn.handshake(cfg)?;
         conn.deadline = None;
         Ok(conn)
     }
 
     fn handshake(&mut self, cfg: &Config) -> Result<()> {
+        // (command, what its error means); all pipelined in one write.
+        #[derive(PartialEq)]
+        enum Step {
+            Auth,
+            Select,
+            /// Optional: an ACL without `client|setname` / `config|get` still works.
+            Optional,
+            Ping,
+            MaxBulk,
+        }
         let mut cmds = Vec::new();
-        let mut n = 0;
+        let mut steps = Vec::new();
         if let Some(password) = &cfg.password {
             match &cfg.username {
                 Some(user) => push_command(&mut cmds, &[b"AUTH", user.as_bytes(), password.as_bytes()]),
                 None => push_command(&mut cmds, &[b"AUTH", password.as_bytes()]),
             }
-            n += 1;
+            steps.push(Step::Auth);
         }
         if cfg.db != 0 {
             push_command(&mut cmds, &[b"SELECT", cfg.db.to_string().as_bytes()]);
-            n += 1;
+            steps.push(Step::Select);
         }
         push_command(&mut cmds, &[b"CLIENT", b"SETNAME", b"hicache-valkey"]);
+        steps.push(Step::Optional);
         push_command(&mut cmds, &[b"PING"]);
-        n += 2;
+        steps.push(Step::Ping);
+        push_command(&mut cmds, &[b"CONFIG", b"GET", b"proto-max-bulk-len"]);
+        steps.push(Step::MaxBulk);
         self.write_all(&mut [IoSlice::new(&cmds)])?;
         let mut first_err = None;
-        for _ in 0..n {
-            if let Reply::Error(e) = self.read_reply()? {
-                first_err.get_or_insert(e);
+        for step in steps {
+            let reply = self.read_value()?;
+            match (step, reply) {
+                (Step::Optional | Step::MaxBulk, Value::Error(e)) => tracing::debug!(server = %self.server, error = %e, "optional handshake command refused"),
+                (Step::MaxBulk, Value::Array(pair)) => {
+                    if let Some(n) = pair.get(1).and_then(Value::int).filter(|n| *n > 0) {
+                        self.max_bulk = n as u64;
+                    }
+                }
+                (Step::Select, Value::Error(e)) if first_err.is_none() => {
+                    first_err = Some(Error::invalid_config(format!("db {} rejected by {}: {e}", cfg.db, self.server)));
+                }
+                (_, Value::Error(e)) if first_err.is_none() => first_err = Some(Error::from_server_reply(&e, &self.server)),
+                _ => {}
             }
         }
-        match first_err {
-            None => Ok(()),
-            Some(e) if e.starts_with("ERR DB index") || e.starts_with("ERR invalid DB index") => {
-                Err(Error::invalid_config(format!("db {} rejected by {}: {e}", cfg.db, self.server)))
-            }
-            Some(e) => Err(Error::from_server_reply(&e, &self.server)),
-        }
+        first_err.map_or(Ok(()), Err)
     }
 
-    /// `host:port` of the server, for messages.
+    /// `host:port` (or `unix:PATH`) of the server, for messages.
     pub fn server(&self) -> &str {
         &self.server
     }
 
-    /// Records that the server redirected a key to another cluster node.
-    pub fn note_redirect(&mut self) {
-        self.redirected = true;
+    /// The largest bulk string the server accepts (`proto-max-bulk-len`).
+    pub fn max_bulk(&self) -> u64 {
+        self.max_bulk
     }
 
-    /// Whether a redirection was recorded since the last call.
-    pub fn take_redirect(&mut self) -> bool {
-        std::mem::take(&mut self.redirected)
+    /// Makes the current lane send `ASKING` before each command (keys redirected by `ASK`).
+    pub fn set_asking(&mut self, asking: bool) {
+        self.asking = asking;
+    }
+
+    /// Whether the current lane's commands follow an `ASK` redirection.
+    pub fn asking(&self) -> bool {
+        self.asking
     }
 
     /// Sets the time by which the current request must be done; `None` for no limit.
@@ -168,36 +177,45 @@ impl Conn {
         self.read_limit = n.clamp(1, READ_BUF);
     }
 
-    fn time_left(&self, what: &str) -> Result<Option<Duration>> {
-        match self.deadline {
-            None => Ok(None),
-            Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Ok(Some(left)),
-                _ => Err(self.timeout_error(what)),
-            },
-        }
+    /// Whether the connection can go back to a pool: nothing buffered or waiting unread, and the
+    /// server has not closed it. A connection with a stray reply would hand it to the next call.
+    pub fn is_idle(&self) -> bool {
+        self.pos == self.end && self.sock.is_idle()
     }
 
     fn timeout_error(&self, what: &str) -> Error {
         Error::new(ErrorKind::Timeout, format!("{what} {} timed out (server busy, overloaded or unreachable?)", self.server))
     }
 
+    fn closed_error(&self) -> Error {
+        Error::new(ErrorKind::Connection, format!("{} closed the connection (server restarted, client killed or idle timeout?)", self.server))
+    }
+
     fn io_error(&self, what: &str, e: io::Error) -> Error {
-        if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
-            return self.timeout_error(what);
+        match e.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => self.closed_error(),
+            io::ErrorKind::TimedOut => self.timeout_error(what),
+            _ => Error::new(ErrorKind::Connection, format!("{what} {} failed: {e}", self.server)),
         }
-        Error::new(ErrorKind::Connection, format!("{what} {} failed: {e}", self.server))
+    }
+
+    /// Waits for the socket to be ready by the deadline.
+    fn wait(&self, ready: Ready, what: &str) -> Result<()> {
+        match self.sock.wait(ready, self.deadline) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.timeout_error(what)),
+            Err(e) => Err(self.io_error(what, e)),
+        }
     }
 
     /// Writes all of `bufs` (a vectored write; partial writes are continued).
     pub fn write_all(&mut self, mut bufs: &mut [IoSlice<'_>]) -> Result<()> {
         IoSlice::advance_slices(&mut bufs, 0);
         while !bufs.is_empty() {
-            let left = self.time_left("writing to")?;
-            self.stream.set_write_timeout(left).map_err(|e| self.io_error("writing to", e))?;
-            match self.stream.write_vectored(bufs) {
+            match self.sock.send(bufs) {
                 Ok(0) => return Err(self.io_error("writing to", io::ErrorKind::WriteZero.into())),
                 Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(Ready::Write, "writing to")?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(self.io_error("writing to", e)),
             }
@@ -207,57 +225,24 @@ impl Conn {
 
     /// Reads from the socket into `dst`, returning how many bytes came (never 0).
     fn read_socket(&mut self, dst: &mut [u8]) -> Result<usize> {
-        if !self.spin.is_zero() {
-            if let Some(n) = self.poll_socket(dst)? {
-                return Ok(n);
-            }
-        }
-        loop {
-            let left = self.time_left("reading from")?;
-            self.stream.set_read_timeout(left).map_err(|e| self.io_error("reading from", e))?;
-            match self.stream.read(dst) {
-                Ok(0) => {
-                    return Err(Error::new(
-                        ErrorKind::Connection,
-                        format!("{} closed the connection (server restarted or client killed?)", self.server),
-                    ))
-                }
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.io_error("reading from", e)),
-            }
-        }
-    }
-
-    /// Non-blocking reads for up to `self.spin` (bounded by the deadline too); `None` if nothing
-    /// came in that time.
-    fn poll_socket(&mut self, dst: &mut [u8]) -> Result<Option<usize>> {
-        use std::os::fd::AsRawFd;
-        let fd = self.stream.as_raw_fd();
-        let until = Instant::now() + self.spin;
-        let until = self.deadline.map_or(until, |d| d.min(until));
+        let spin_until = (!self.spin.is_zero()).then(|| Instant::now() + self.spin);
         let mut tries = 0u32;
         loop {
-            // SAFETY: `dst` is writable for its length; `fd` is our open socket.
-            let n = unsafe { libc::recv(fd, dst.as_mut_ptr().cast(), dst.len(), libc::MSG_DONTWAIT) };
-            if n > 0 {
-                return Ok(Some(n as usize));
+            match self.sock.recv(dst, false) {
+                Ok(0) => return Err(self.closed_error()),
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tries += 1;
+                    let spinning = spin_until.is_some_and(|until| tries % 16 != 0 || Instant::now() < until);
+                    if spinning && self.deadline.is_none_or(|d| Instant::now() < d) {
+                        std::hint::spin_loop();
+                    } else {
+                        self.wait(Ready::Read, "reading from")?;
+                    }
+                }
+                Err(e) => return Err(self.io_error("reading from", e)),
             }
-            if n == 0 {
-                return Err(Error::new(
-                    ErrorKind::Connection,
-                    format!("{} closed the connection (server restarted or client killed?)", self.server),
-                ));
-            }
-            let e = io::Error::last_os_error();
-            if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
-                return Err(self.io_error("reading from", e));
-            }
-            tries += 1;
-            if tries % 16 == 0 && Instant::now() >= until {
-                return Ok(None);
-            }
-            std::hint::spin_loop();
         }
     }
 
@@ -298,7 +283,7 @@ impl Conn {
         }
     }
 
-    /// Reads one reply; for a bulk string only its header (the payload is read by the caller).
+    /// Reads one reply; for a bulk string or an array only its header.
     pub fn read_reply(&mut self) -> Result<Reply> {
         // Parsed without allocating on the hot path (one reply per key): the server name is only
         // formatted into a message when the line is bad.
@@ -310,6 +295,40 @@ impl Conn {
                 Err(Error::protocol(format!("{} sent an unexpected reply: {shown:?}", self.server)))
             }
         }
+    }
+
+    /// Reads one whole reply (control commands: bounded in size and depth).
+    pub fn read_value(&mut self) -> Result<Value> {
+        self.read_value_at(0)
+    }
+
+    fn read_value_at(&mut self, depth: usize) -> Result<Value> {
+        let too_big = |conn: &Conn| Error::protocol(format!("{} sent a control reply larger than this library reads", conn.server));
+        Ok(match self.read_reply()? {
+            Reply::Ok => Value::Ok,
+            Reply::Simple(s) => Value::Simple(s),
+            Reply::Int(i) => Value::Int(i),
+            Reply::Error(e) => Value::Error(e),
+            Reply::Bulk(None) | Reply::Array(None) => Value::Nil,
+            Reply::Bulk(Some(n)) if n > MAX_CONTROL_BULK => return Err(too_big(self)),
+            Reply::Bulk(Some(n)) => {
+                let limit = self.read_limit;
+                self.read_limit = READ_BUF;
+                let mut bytes = vec![0; n as usize];
+                let read = self.read_exact(&mut bytes).and_then(|_| self.read_crlf());
+                self.read_limit = limit;
+                read?;
+                Value::Bulk(bytes)
+            }
+            Reply::Array(Some(n)) if depth >= MAX_DEPTH || n > MAX_CONTROL_BULK / 4 => return Err(too_big(self)),
+            Reply::Array(Some(n)) => {
+                let mut items = Vec::new();
+                for _ in 0..n {
+                    items.push(self.read_value_at(depth + 1)?);
+                }
+                Value::Array(items)
+            }
+        })
     }
 
     /// Reads exactly `dst.len()` bytes: first what is buffered, then straight from the socket.
@@ -330,7 +349,10 @@ impl Conn {
         self.read_limit = READ_BUF;
         while n > 0 {
             if self.pos == self.end {
-                self.fill()?;
+                if let Err(e) = self.fill() {
+                    self.read_limit = limit;
+                    return Err(e);
+                }
             }
             let take = ((self.end - self.pos) as u64).min(n) as usize;
             self.pos += take;
@@ -342,155 +364,30 @@ impl Conn {
 
     /// Consumes the CRLF that ends a bulk payload.
     pub fn read_crlf(&mut self) -> Result<()> {
-        let mut crlf = [0u8; 2];
         while self.end - self.pos < 2 {
             self.fill()?;
         }
-        crlf.copy_from_slice(&self.buf[self.pos..self.pos + 2]);
+        let ok = &self.buf[self.pos..self.pos + 2] == b"\r\n";
         self.pos += 2;
-        if &crlf != b"\r\n" {
+        if !ok {
             return Err(Error::protocol(format!("{} sent a bulk string without its CRLF", self.server)));
         }
         Ok(())
     }
 
-    /// Runs one command and returns its reply (control commands of the data connection).
-    pub fn command(&mut self, args: &[&[u8]]) -> Result<Reply> {
+    /// Runs one command by `deadline` and returns its whole reply (control commands).
+    pub fn command(&mut self, args: &[&[u8]], deadline: Instant) -> Result<Value> {
         let mut cmd = Vec::new();
         push_command(&mut cmd, args);
-        self.write_all(&mut [IoSlice::new(&cmd)])?;
-        self.read_reply()
-    }
-}
-
-/// Parses one reply line (without its CRLF); `None` if it is not a reply we understand.
-fn parse_reply_line(line: &[u8]) -> Option<Reply> {
-    let (kind, rest) = line.split_first()?;
-    let text = || std::str::from_utf8(rest).ok();
-    Some(match kind {
-        b'+' if rest == b"OK" => Reply::Ok,
-        b'+' => Reply::Simple(text()?.to_string()),
-        b'-' => Reply::Error(String::from_utf8_lossy(rest).into_owned()),
-        b':' => Reply::Int(text()?.parse().ok()?),
-        b'$' => match text()? {
-            "-1" => Reply::Bulk(None),
-            n => Reply::Bulk(Some(n.parse().ok()?)),
-        },
-        _ => return None,
-    })
-}
-
-/// `host:port`, with brackets around an IPv6 address.
-pub fn server_name(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-/// Appends the RESP array header `*argc`.
-pub fn push_array_header(out: &mut Vec<u8>, argc: usize) {
-    out.push(b'*');
-    push_decimal(out, argc as u64);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends the header `$len` of a bulk string whose bytes follow separately.
-pub fn push_bulk_header(out: &mut Vec<u8>, len: u64) {
-    out.push(b'$');
-    push_decimal(out, len);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends a whole bulk string.
-pub fn push_bulk(out: &mut Vec<u8>, parts: &[&[u8]]) {
-    push_bulk_header(out, parts.iter().map(|p| p.len() as u64).sum());
-    for p in parts {
-        out.extend_from_slice(p);
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends a command of bulk-string arguments.
-pub fn push_command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    push_array_header(out, args.len());
-    for a in args {
-        push_bulk(out, &[a]);
-    }
-}
-
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-/// Length of `$len\r\n`.
-pub fn bulk_header_len(len: u64) -> usize {
-    let mut digits = 1;
-    let mut n = len;
-    while n >= 10 {
-        n /= 10;
-        digits += 1;
-    }
-    digits + 3
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use redis::Value;
-
-    /// Our framing must be what the `redis` crate itself would send.
-    #[test]
-    fn framing_matches_the_redis_crate() {
-        let key = b"hicache:m:0:1:\x00\xffkey";
-        let mut ours = Vec::new();
-        push_command(&mut ours, &[b"SET", key, b"value bytes"]);
-        let theirs = redis::cmd("SET").arg(&key[..]).arg(&b"value bytes"[..]).get_packed_command();
-        assert_eq!(ours, theirs);
-        let mut split = Vec::new();
-        push_array_header(&mut split, 3);
-        push_bulk(&mut split, &[b"SET"]);
-        push_bulk(&mut split, &[key]);
-        push_bulk(&mut split, &[b"value", b" ", b"bytes"]);
-        assert_eq!(split, theirs);
+        Ok(self.pipeline(&cmd, 1, deadline)?.pop().expect("one reply"))
     }
 
-    #[test]
-    fn decimal_and_header_lengths() {
-        for n in [0u64, 9, 10, 99, 100, 123456789, u64::MAX] {
-            let mut out = Vec::new();
-            push_bulk_header(&mut out, n);
-            assert_eq!(out, format!("${n}\r\n").into_bytes());
-            assert_eq!(bulk_header_len(n), out.len());
-        }
-    }
-
-    /// The reply parser agrees with the redis crate's on what it reads.
-    #[test]
-    fn reply_lines_parse_like_the_redis_crate() {
-        for (wire, ours) in [
-            (&b"+OK\r\n"[..], Reply::Ok),
-            (b":42\r\n", Reply::Int(42)),
-            (b"$-1\r\n", Reply::Bulk(None)),
-        ] {
-            let v: Value = redis::parse_redis_value(wire).unwrap();
-            match (&v, &ours) {
-                (Value::Okay, Reply::Ok) => {}
-                (Value::Int(a), Reply::Int(b)) => assert_eq!(a, b),
-                (Value::Nil, Reply::Bulk(None)) => {}
-                other => panic!("{other:?}"),
-            }
-        }
+    /// Sends `count` encoded commands in one write and reads their whole replies, all by
+    /// `deadline` (control commands). The first error ends the round trip.
+    pub fn pipeline(&mut self, cmds: &[u8], count: usize, deadline: Instant) -> Result<Vec<Value>> {
+        self.deadline = Some(deadline);
+        let replies = self.write_all(&mut [IoSlice::new(cmds)]).and_then(|_| (0..count).map(|_| self.read_value()).collect());
+        self.deadline = None;
+        replies
     }
 }

@@ -20,6 +20,8 @@ pub enum ErrorKind {
     Protocol,
     /// The server answered with an error reply.
     Server,
+    /// The server's ACL does not allow a command we need (`NOPERM`).
+    Permission,
 }
 
 /// An error with its kind and a human-readable message.
@@ -60,7 +62,13 @@ impl Error {
     /// Classifies a server error reply (`-ERR ...`): authentication problems get their own kind.
     pub(crate) fn from_server_reply(reply: &str, server: &str) -> Self {
         let code = reply.split_whitespace().next().unwrap_or("");
-        let auth = matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM")
+        if code == "NOPERM" {
+            return Error::new(
+                ErrorKind::Permission,
+                format!("{server} refused a command: {reply} (grant it to this ACL user; see the README's minimal ACL)"),
+            );
+        }
+        let auth = matches!(code, "WRONGPASS" | "NOAUTH")
             || reply.contains("AUTH <password> called without any password configured")
             || reply.contains("invalid password")
             || reply.contains("invalid username-password pair");
@@ -88,25 +96,6 @@ impl std::error::Error for Error {}
 /// Result of the core's fallible calls.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Maps an error of the `redis` crate (used for the control connection) to ours.
-impl From<redis::RedisError> for Error {
-    fn from(e: redis::RedisError) -> Self {
-        use redis::ErrorKind as K;
-        let kind = match e.kind() {
-            K::AuthenticationFailed => ErrorKind::Auth,
-            K::Io if e.is_timeout() => ErrorKind::Timeout,
-            K::Io => ErrorKind::Connection,
-            K::Server(redis::ServerErrorKind::NoPerm) => ErrorKind::Auth,
-            K::Server(_) if matches!(e.code(), Some("NOAUTH" | "WRONGPASS")) => ErrorKind::Auth,
-            K::Server(_) => ErrorKind::Server,
-            K::Parse | K::UnexpectedReturnType => ErrorKind::Protocol,
-            _ if e.is_connection_refusal() || e.is_connection_dropped() => ErrorKind::Connection,
-            _ => ErrorKind::Server,
-        };
-        Error::new(kind, e.to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +111,9 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::Auth, "{reply}");
             assert!(e.message().contains("127.0.0.1:1"));
         }
+        let e = Error::from_server_reply("NOPERM User u has no permissions to run the 'info' command", "h:1");
+        assert_eq!(e.kind(), ErrorKind::Permission);
+        assert!(e.message().contains("'info'"));
         let e = Error::from_server_reply("OOM command not allowed", "h:1");
         assert_eq!(e.kind(), ErrorKind::Server);
     }

@@ -5,7 +5,8 @@
 //! the caller can retry the rest on a fresh connection.
 
 use crate::config::Config;
-use crate::conn::{bulk_header_len, push_array_header, push_bulk, push_bulk_header, Conn, Reply};
+use crate::conn::Conn;
+use crate::resp::{bulk_header_len, push_array_header, push_bulk, push_bulk_header, redirect, Redirect, Reply, ASKING};
 use crate::error::{Error, Result};
 use crate::format::{checksum, checksum_slices, Header, Rejection, HEADER_LEN};
 use crate::Outcome;
@@ -25,12 +26,17 @@ pub struct LaneError {
     pub error: Error,
     /// Keys before this index have their final outcome.
     pub done: usize,
+    /// batch_get: payload bytes of key `done` had been written into its segments.
+    pub torn: bool,
 }
 
-/// A server error reply for one key: the key's outcome and the message to report.
-fn key_error(reply: &str, conn: &mut Conn) -> (Outcome, Error) {
-    if reply.starts_with("MOVED ") || reply.starts_with("ASK ") {
-        conn.note_redirect();
+/// A server error reply for key `i`: the key's outcome and the message to report. A cluster
+/// redirection is noted on the connection for the lane's caller to follow.
+fn key_error(reply: &str, conn: &mut Conn, i: usize) -> (Outcome, Error) {
+    match redirect(reply) {
+        Some(Redirect::Moved) => conn.redirects.moved = true,
+        Some(Redirect::Ask(to)) => conn.redirects.asks.push((i, to)),
+        None => {}
     }
     let outcome = if reply.starts_with("OOM") { Outcome::OutOfMemory } else { Outcome::ServerError };
     let hint = if outcome == Outcome::OutOfMemory {
@@ -113,7 +119,8 @@ pub fn set(
     let mut unacked = 0u64;
     let mut next = done;
     let mut acked = done;
-    let fail = |error, acked| LaneError { error, done: acked };
+    let fail = |error, acked| LaneError { error, done: acked, torn: false };
+    let asking = conn.asking();
     while acked < n {
         while next < n && (in_flight.is_empty() || unacked + sizes[next] <= window as u64) {
             let payload = sizes[next];
@@ -123,6 +130,9 @@ pub fn set(
                 checksum: cfg.checksum.then(|| checksum_slices(values[next])),
             };
             let mark = q.arena.len();
+            if asking {
+                q.arena.extend_from_slice(ASKING);
+            }
             push_array_header(&mut q.arena, 3);
             push_bulk(&mut q.arena, &[b"SET"]);
             push_bulk(&mut q.arena, &[prefix, keys[next]]);
@@ -144,10 +154,13 @@ pub fn set(
         }
         q.flush(conn).map_err(|e| fail(e, acked))?;
         let i = in_flight.pop_front().expect("a command is in flight");
+        if asking {
+            read_asking_ok(conn).map_err(|e| fail(e, acked))?;
+        }
         match conn.read_reply().map_err(|e| fail(e, acked))? {
             Reply::Ok => outcomes[i] = Outcome::Ok,
             Reply::Error(e) => {
-                let (outcome, err) = key_error(&e, conn);
+                let (outcome, err) = key_error(&e, conn, i);
                 outcomes[i] = outcome;
                 first_err.get_or_insert(err);
             }
@@ -181,13 +194,17 @@ pub fn get(
     let mut next = done;
     let mut received = done;
     let mut outstanding = 0u64;
-    let fail = |error, done| LaneError { error, done };
+    let fail = |error, done| LaneError { error, done, torn: false };
+    let asking = conn.asking();
     // Length of the reply's `$len\r\n` plus our header, when the value is the expected one.
     let head_len = |i: usize| bulk_header_len(HEADER_LEN as u64 + sizes[i]) + HEADER_LEN;
     conn.set_read_limit(head_len(done.min(n.saturating_sub(1))));
     while received < n {
         cmds.clear();
         while next < n && (next == received || outstanding + sizes[next] <= window as u64) {
+            if asking {
+                cmds.extend_from_slice(ASKING);
+            }
             push_array_header(&mut cmds, 2);
             push_bulk(&mut cmds, &[b"GET"]);
             push_bulk(&mut cmds, &[prefix, keys[next]]);
@@ -198,11 +215,14 @@ pub fn get(
             conn.write_all(&mut [IoSlice::new(&cmds)]).map_err(|e| fail(e, received))?;
         }
         let i = received;
-        let result = read_value(conn, &mut segs[bounds[i]..bounds[i + 1]], sizes[i], value_format);
+        if asking {
+            read_asking_ok(conn).map_err(|e| fail(e, received))?;
+        }
+        let result = read_value(conn, &mut segs[bounds[i]..bounds[i + 1]], sizes[i], value_format, i);
         // Header bytes of the next reply (and this one's CRLF) may be read together.
         let after = if i + 1 < n { 2 + head_len(i + 1) } else { 2 };
         conn.set_read_limit(after);
-        match result.map_err(|e| fail(e, received))? {
+        match result.map_err(|(error, torn)| LaneError { error, done: received, torn })? {
             Ok(outcome) => outcomes[i] = outcome,
             Err((outcome, err)) => {
                 outcomes[i] = outcome;
@@ -219,26 +239,26 @@ pub fn get(
 
 type KeyResult = std::result::Result<Outcome, (Outcome, Error)>;
 
-/// Reads one GET reply into `segments` (expected payload `size` bytes).
-fn read_value(conn: &mut Conn, segments: &mut [&mut [u8]], size: u64, value_format: u64) -> Result<KeyResult> {
-    let stored = match conn.read_reply()? {
+/// Reads one GET reply into `segments` (expected payload `size` bytes). A connection error comes
+/// with whether payload bytes had already been written into the segments.
+fn read_value(conn: &mut Conn, segments: &mut [&mut [u8]], size: u64, value_format: u64, i: usize) -> std::result::Result<KeyResult, (Error, bool)> {
+    let clean = |e| (e, false);
+    let stored = match conn.read_reply().map_err(clean)? {
         Reply::Bulk(None) => return Ok(Ok(Outcome::Miss)),
         Reply::Bulk(Some(len)) => len,
-        Reply::Error(e) => return Ok(Err(key_error(&e, conn))),
-        other => return Err(Error::protocol(format!("{} answered GET with {other:?}", conn.server()))),
+        Reply::Error(e) => return Ok(Err(key_error(&e, conn, i))),
+        other => return Err(clean(Error::protocol(format!("{} answered GET with {other:?}", conn.server())))),
     };
     if stored < HEADER_LEN as u64 {
-        conn.skip(stored)?;
-        conn.read_crlf()?;
+        conn.skip(stored).and_then(|_| conn.read_crlf()).map_err(clean)?;
         return Ok(Ok(Outcome::Foreign));
     }
     let mut head = [0u8; HEADER_LEN];
-    conn.read_exact(&mut head)?;
+    conn.read_exact(&mut head).map_err(clean)?;
     let header = match Header::check(&head, stored, value_format, size) {
         Ok(h) => h,
         Err(rejection) => {
-            conn.skip(stored - HEADER_LEN as u64)?;
-            conn.read_crlf()?;
+            conn.skip(stored - HEADER_LEN as u64).and_then(|_| conn.read_crlf()).map_err(clean)?;
             return Ok(Ok(match rejection {
                 Rejection::Foreign => Outcome::Foreign,
                 Rejection::OtherFormat => Outcome::FormatMismatch,
@@ -246,16 +266,26 @@ fn read_value(conn: &mut Conn, segments: &mut [&mut [u8]], size: u64, value_form
             }));
         }
     };
+    // From here on the caller's segments are being overwritten.
+    let torn = |e| (e, true);
     for seg in segments.iter_mut() {
-        conn.read_exact(seg)?;
+        conn.read_exact(seg).map_err(torn)?;
     }
-    conn.read_crlf()?;
+    conn.read_crlf().map_err(torn)?;
     if let Some(expected) = header.checksum {
         if checksum(segments.iter().map(|s| &**s)) != expected {
             return Ok(Ok(Outcome::ChecksumMismatch));
         }
     }
     Ok(Ok(Outcome::Ok))
+}
+
+/// Reads the `+OK` that answers an `ASKING`.
+fn read_asking_ok(conn: &mut Conn) -> Result<()> {
+    match conn.read_reply()? {
+        Reply::Ok => Ok(()),
+        other => Err(Error::protocol(format!("{} answered ASKING with {other:?}", conn.server()))),
+    }
 }
 
 /// `EXISTS prefix+key` for keys `done..`, one command per key so each has its own answer:
@@ -273,10 +303,14 @@ pub fn exists(
     let mut cmds = Vec::with_capacity((keys.len() - done).min(EXISTS_WINDOW) * (48 + prefix.len()));
     let mut next = done;
     let mut received = done;
-    let fail = |error, done| LaneError { error, done };
+    let fail = |error, done| LaneError { error, done, torn: false };
+    let asking = conn.asking();
     while received < n {
         cmds.clear();
         while next < n && next - received < EXISTS_WINDOW {
+            if asking {
+                cmds.extend_from_slice(ASKING);
+            }
             push_array_header(&mut cmds, 2);
             push_bulk(&mut cmds, &[b"EXISTS"]);
             push_bulk(&mut cmds, &[prefix, keys[next]]);
@@ -288,11 +322,14 @@ pub fn exists(
         // Read what was sent, keeping the next batch of commands from waiting for all of it.
         let until = next.min(received + EXISTS_WINDOW / 2).max(received + 1);
         while received < until {
+            if asking {
+                read_asking_ok(conn).map_err(|e| fail(e, received))?;
+            }
             outcomes[received] = match conn.read_reply().map_err(|e| fail(e, received))? {
                 Reply::Int(v) if v > 0 => Outcome::Ok,
                 Reply::Int(_) => Outcome::Miss,
                 Reply::Error(e) => {
-                    let (outcome, err) = key_error(&e, conn);
+                    let (outcome, err) = key_error(&e, conn, received);
                     first_err.get_or_insert(err);
                     outcome
                 }

@@ -1,11 +1,13 @@
 //! Statistics: what the server says (INFO, a SCAN count of the model's keys) and what this
 //! handle counted itself.
 
+use crate::conn::Conn;
 use crate::error::{Error, Result};
+use crate::resp::{push_command, Value};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Server-side figures.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -34,6 +36,8 @@ pub struct ServerStats {
     pub server_version: String,
     /// Primaries of the cluster these figures are summed over; 0 for a single server.
     pub cluster_primaries: u64,
+    /// Primaries that could not be reached, so their figures are missing from the sums.
+    pub unreachable_primaries: u64,
 }
 
 impl ServerStats {
@@ -231,38 +235,96 @@ impl Counters {
     }
 }
 
-/// Counts (and with `delete`, unlinks) the keys matching `pattern`, SCAN by SCAN.
-pub fn scan_keys(con: &mut redis::Connection, pattern: &[u8], delete: bool) -> Result<u64> {
-    let mut cursor = 0u64;
-    let mut count = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) =
-            redis::cmd("SCAN").cursor_arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query(con)?;
-        if delete && !keys.is_empty() {
-            // One UNLINK per key, pipelined: in a cluster, keys of one command must share a slot.
-            let mut pipe = redis::pipe();
-            for k in &keys {
-                pipe.cmd("UNLINK").arg(k);
+/// Keys per SCAN page.
+const SCAN_COUNT: &[u8] = b"1000";
+
+/// One page of `SCAN cursor MATCH pattern`: the next cursor (0 at the end) and the keys.
+fn scan_page(conn: &mut Conn, cursor: &[u8], pattern: &[u8], timeout: Duration) -> Result<(Vec<u8>, Vec<Vec<u8>>)> {
+    let reply = conn.command(&[b"SCAN", cursor, b"MATCH", pattern, b"COUNT", SCAN_COUNT], Instant::now() + timeout)?;
+    let bad = |r: &Value| Error::protocol(format!("{} answered SCAN with {r:?}", conn.server()));
+    match reply {
+        Value::Array(mut parts) if parts.len() == 2 => {
+            let keys = match parts.pop() {
+                Some(Value::Array(keys)) => keys
+                    .into_iter()
+                    .map(|k| match k {
+                        Value::Bulk(b) => Ok(b),
+                        other => Err(bad(&other)),
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                other => return Err(bad(&Value::Array(other.into_iter().collect()))),
+            };
+            match parts.pop() {
+                Some(Value::Bulk(cursor)) => Ok((cursor, keys)),
+                other => Err(bad(&Value::Array(other.into_iter().collect()))),
             }
-            let removed: Vec<u64> = pipe.query(con)?;
-            count += removed.iter().sum::<u64>();
-        } else if !delete {
-            count += keys.len() as u64;
         }
-        if next == 0 {
-            return Ok(count);
+        Value::Error(e) => Err(Error::from_server_reply(&e, conn.server())),
+        other => Err(bad(&other)),
+    }
+}
+
+/// Visits every key matching `pattern`, a SCAN page at a time (each round trip has `timeout`).
+fn scan(conn: &mut Conn, pattern: &[u8], timeout: Duration, mut page: impl FnMut(&mut Conn, Vec<Vec<u8>>) -> Result<()>) -> Result<()> {
+    let mut cursor = b"0".to_vec();
+    loop {
+        let (next, keys) = scan_page(conn, &cursor, pattern, timeout)?;
+        if !keys.is_empty() {
+            page(conn, keys)?;
+        }
+        if next == b"0" {
+            return Ok(());
         }
         cursor = next;
     }
 }
 
-/// Reads INFO and the key counts.
-pub fn server_stats(con: &mut redis::Connection, pattern: &[u8]) -> Result<ServerStats> {
+/// Counts the keys matching `pattern` with SCAN.
+pub fn count_keys(conn: &mut Conn, pattern: &[u8], timeout: Duration) -> Result<u64> {
+    let mut n = 0;
+    scan(conn, pattern, timeout, |_, keys| {
+        n += keys.len() as u64;
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+/// Deletes the keys matching `pattern` with SCAN + UNLINK (one pipelined UNLINK per key, as a
+/// cluster node takes only keys of one slot per command); returns how many were deleted.
+pub fn unlink_keys(conn: &mut Conn, pattern: &[u8], timeout: Duration) -> Result<u64> {
+    let mut n = 0;
+    scan(conn, pattern, timeout, |conn, keys| {
+        let mut cmds = Vec::with_capacity(keys.len() * 64);
+        for k in &keys {
+            push_command(&mut cmds, &[b"UNLINK", k]);
+        }
+        let mut first_error = None;
+        for reply in conn.pipeline(&cmds, keys.len(), Instant::now() + timeout)? {
+            match reply {
+                Value::Int(d) => n += d.max(0) as u64,
+                Value::Error(e) => first_error = first_error.or(Some(Error::from_server_reply(&e, conn.server()))),
+                other => first_error = first_error.or(Some(Error::protocol(format!("{} answered UNLINK with {other:?}", conn.server())))),
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    })?;
+    Ok(n)
+}
+
+/// The server's figures: INFO, DBSIZE and a SCAN count of `pattern`.
+pub fn server_stats(conn: &mut Conn, pattern: &[u8], timeout: Duration) -> Result<ServerStats> {
     let mut s = ServerStats::default();
-    let info: String = redis::cmd("INFO").arg("server").arg("memory").arg("stats").arg("clients").query(con)?;
-    s.parse_info(&info);
-    s.db_keys = redis::cmd("DBSIZE").query(con).map_err(Error::from)?;
-    s.model_keys = scan_keys(con, pattern, false)?;
+    let text = |conn: &mut Conn, args: &[&[u8]]| -> Result<Value> {
+        match conn.command(args, Instant::now() + timeout)? {
+            Value::Error(e) => Err(Error::from_server_reply(&e, conn.server())),
+            v => Ok(v),
+        }
+    };
+    let info = text(conn, &[b"INFO", b"server", b"memory", b"stats", b"clients"])?;
+    s.parse_info(&info.text().ok_or_else(|| Error::protocol(format!("{} answered INFO with {info:?}", conn.server())))?);
+    let dbsize = text(conn, &[b"DBSIZE"])?;
+    s.db_keys = dbsize.int().ok_or_else(|| Error::protocol(format!("{} answered DBSIZE with {dbsize:?}", conn.server())))? as u64;
+    s.model_keys = count_keys(conn, pattern, timeout)?;
     Ok(s)
 }
 

@@ -140,7 +140,7 @@ fn c_abi(port: u16) {
     let mut back: Vec<Vec<u8>> = (0..KEYS).map(|_| vec![0u8; PAGE]).collect();
     unsafe {
         let mut o: hicache_valkey_options = std::mem::zeroed();
-        assert_eq!(hicache_valkey_options_init(&mut o), hicache_status::Ok);
+        assert_eq!(hicache_valkey_options_init(&mut o, std::mem::size_of::<hicache_valkey_options>()), hicache_status::Ok);
         o.host = host.as_ptr();
         o.port = port.into();
         o.model_name = model.as_ptr();

@@ -136,3 +136,57 @@ fn after_a_failover_the_promoted_replica_serves_the_keys() {
     assert!(bufs == pages);
     assert_eq!(store.cluster_primaries(), 3);
 }
+
+/// During a slot migration the source node answers `-ASK` for keys that already moved and for
+/// new keys: both are followed (ASKING + the command at the named node), so stored pages read
+/// and new pages are written while the slot is half moved.
+#[test]
+fn a_slot_mid_migration_is_followed_after_ask() {
+    let cluster = Cluster::start(3);
+    let store = open(cluster.nodes[0].port);
+    let prefix = "hicache:%7Bcluster%7D/model:t0of1:";
+    // A hash tag in the page keys puts both in one slot.
+    let (moved_key, new_key) = (b"{ask-tag}moved".to_vec(), b"{ask-tag}new".to_vec());
+    let page: Vec<u8> = (0..20_000).map(|j| (j * 13) as u8).collect();
+    assert_eq!(set(&store, std::slice::from_ref(&moved_key), std::slice::from_ref(&page)), [Outcome::Ok]);
+    let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(format!("{prefix}{{ask-tag}}moved")).query(&mut cluster.nodes[0].redis()).unwrap();
+    let owner = (0..3).find(|i| cluster.dbsize(*i) == 1).expect("one node holds the key");
+    let target = (owner + 1) % 3;
+    let (src, dst) = (&cluster.nodes[owner], &cluster.nodes[target]);
+    let _: () = redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("IMPORTING").arg(cluster.id(owner)).query(&mut dst.redis()).unwrap();
+    let _: () = redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("MIGRATING").arg(cluster.id(target)).query(&mut src.redis()).unwrap();
+    let _: () = redis::cmd("MIGRATE").arg("127.0.0.1").arg(dst.port).arg(format!("{prefix}{{ask-tag}}moved")).arg(0).arg(5000).query(&mut src.redis()).unwrap();
+    assert_eq!((cluster.dbsize(owner), cluster.dbsize(target)), (0, 1), "the key moved");
+    let (out, bufs) = get(&store, std::slice::from_ref(&moved_key));
+    assert_eq!(out, [Outcome::Ok], "a migrated key is read after ASK");
+    assert_eq!(bufs[0], page);
+    assert_eq!(set(&store, std::slice::from_ref(&new_key), std::slice::from_ref(&page)), [Outcome::Ok], "a new key in the slot is written after ASK");
+    assert_eq!(cluster.dbsize(target), 2);
+    let k = [moved_key.as_slice(), new_key.as_slice()];
+    let mut found = [false; 2];
+    assert_eq!(store.batch_exists(&k, &mut found).unwrap().0, 2);
+}
+
+/// A node of a cluster whose slots were never assigned: a clear error at open, not a panic later.
+#[test]
+fn a_cluster_without_slots_is_a_clear_error() {
+    let bus = common::free_port().to_string();
+    let node = common::Server::start(&["--cluster-enabled", "yes", "--cluster-port", &bus]);
+    let s = hicache_valkey::Settings { host: Some("127.0.0.1".into()), port: Some(node.port.into()), ..Default::default() };
+    let e = Store::open(s.resolve().unwrap()).err().expect("open fails");
+    assert!(e.message().contains("no node of its cluster serves any hash slot"), "{e}");
+}
+
+/// With one primary down, stats still report the others and say one is missing.
+#[test]
+fn stats_with_a_primary_down_report_the_others() {
+    let mut cluster = Cluster::start(3);
+    let store = open(cluster.nodes[0].port);
+    let (keys, pages) = data(60);
+    assert!(set(&store, &keys, &pages).iter().all(|o| *o == Outcome::Ok));
+    let on_node2 = cluster.dbsize(2);
+    cluster.nodes[2].kill();
+    let s = store.stats().expect("partial stats");
+    assert_eq!((s.server.cluster_primaries, s.server.unreachable_primaries), (3, 1));
+    assert_eq!(s.server.model_keys, 60 - on_node2);
+}

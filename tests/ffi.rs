@@ -14,7 +14,7 @@ fn stats_serve_callers_built_against_the_shorter_first_struct() {
     let server = Server::start(&[]);
     unsafe {
         let mut o = std::mem::zeroed::<hicache_valkey_options>();
-        assert_eq!(hicache_valkey_options_init(&mut o), hicache_status::Ok);
+        assert_eq!(hicache_valkey_options_init(&mut o, std::mem::size_of::<hicache_valkey_options>()), hicache_status::Ok);
         o.host = c"127.0.0.1".as_ptr();
         o.port = server.port.into();
         let mut h = std::ptr::null_mut();

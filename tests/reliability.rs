@@ -18,9 +18,9 @@ fn misses_of_every_kind_leave_the_buffer_alone() {
     assert!(set(&a, &k, &pages).iter().all(|o| *o == Outcome::Ok));
     let mut r = server.redis();
     // key 1: a foreign value; key 2: a corrupted payload (checksum); key 3: absent.
-    let _: () = redis::cmd("SET").arg("hicache:m:0:1:p-0001").arg(vec![7u8; 4128]).query(&mut r).unwrap();
-    let _: () = redis::cmd("SETRANGE").arg("hicache:m:0:1:p-0002").arg(100).arg("X").query(&mut r).unwrap();
-    let _: () = redis::cmd("DEL").arg("hicache:m:0:1:p-0003").query(&mut r).unwrap();
+    let _: () = redis::cmd("SET").arg("hicache:m:t0of1:p-0001").arg(vec![7u8; 4128]).query(&mut r).unwrap();
+    let _: () = redis::cmd("SETRANGE").arg("hicache:m:t0of1:p-0002").arg(100).arg("X").query(&mut r).unwrap();
+    let _: () = redis::cmd("DEL").arg("hicache:m:t0of1:p-0003").query(&mut r).unwrap();
 
     let mut bufs = vec![vec![0xEEu8; 4096]; 5];
     let out = get(&a, &k, &mut bufs);
@@ -202,7 +202,7 @@ fn mla_ranks_share_and_pp_stages_do_not() {
     let mut found = vec![false; 3];
     assert_eq!(mla3.batch_exists(&refs(&k), &mut found).unwrap().0, 3);
     assert_eq!(pp1.batch_exists(&refs(&k), &mut found).unwrap().0, 0);
-    let stored: bool = redis::cmd("EXISTS").arg("hicache:ds:x-0000").query(&mut server.redis()).unwrap();
+    let stored: bool = redis::cmd("EXISTS").arg("hicache:ds:mla:x-0000").query(&mut server.redis()).unwrap();
     assert!(stored);
 }
 

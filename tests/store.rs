@@ -55,7 +55,7 @@ fn set_then_get_round_trips_scatter_gather_values() {
     assert_eq!(leading, 5);
     assert_eq!(found.iter().filter(|f| **f).count(), 20);
     // stored under the documented key
-    let stored: Vec<u8> = redis::cmd("GET").arg("hicache:test-model:0:1:page-3").query(&mut server.redis()).unwrap();
+    let stored: Vec<u8> = redis::cmd("GET").arg("hicache:test-model:t0of1:page-3").query(&mut server.redis()).unwrap();
     assert_eq!(&stored[32..], data[3].as_slice());
 }
 

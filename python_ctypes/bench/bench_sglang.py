@@ -2,7 +2,7 @@
 """Throughput of the SGLang backend's zero-copy path (batch_set_v1 / batch_get_v1), next to
 
 * the C API called directly on the same host-pool buffers (one ctypes call, arrays prebuilt),
-* the plain valkey-py approach (../shared/bench/peer_valkey_py.py, run as a subprocess),
+* the plain valkey-py approach (bench/peer_valkey_py.py, run as a subprocess),
 * SGLang's built-in file backend (HiCacheFile) on the same real host pool, through the v0 path
   its cache controller uses (get_data_page + batch_set; dummy pages + batch_get +
   set_from_flat_data_page), with its directory on tmpfs (/dev/shm) and on disk,
@@ -48,7 +48,7 @@ SIZES = {
     "9MiB": dict(page_size=64, layers=36),
 }
 HEADS, HEAD_DIM = 8, 128
-DEFAULT_PEER = HERE.parents[2] / "shared" / "bench" / "peer_valkey_py.py"
+DEFAULT_PEER = HERE.parents[1] / "bench" / "peer_valkey_py.py"
 
 
 def log(*a) -> None:
@@ -176,7 +176,7 @@ def bench_size(name: str, args, port: int) -> Dict[str, object]:
     kp = key_arr.ctypes.data_as(ctypes.POINTER(hicache_key))
     vp = vals.ctypes.data_as(ctypes.POINTER(hicache_value))
     outp = out.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
-    handle = capi_store._handle
+    handle = capi_store._ptr  # the raw C handle, for timing one ctypes call
 
     def capi(fn):
         def call():

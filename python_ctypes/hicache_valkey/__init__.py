@@ -10,10 +10,12 @@ from ._lib import LIB_ENV, find_library, library_path, version
 from .errors import (
     AuthenticationError,
     HiCacheValkeyError,
+    IncompatibleLayoutError,
     InternalError,
     InvalidArgumentError,
     InvalidConfigError,
     LibraryNotFoundError,
+    PermissionDeniedError,
     ProtocolError,
     ServerError,
     Status,
@@ -23,7 +25,12 @@ from .errors import (
 )
 from .store import BatchResult, ExistsResult, Outcome, ValkeyStore
 
-__version__ = "0.1.0"
+try:  # the crate's version, written into the wheel's metadata at build time (from Cargo.toml)
+    from importlib.metadata import PackageNotFoundError as _NotInstalled, version as _dist_version
+
+    __version__ = _dist_version("hicache_valkey")
+except _NotInstalled:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "ValkeyStore",
@@ -33,10 +40,12 @@ __all__ = [
     "Status",
     "HiCacheValkeyError",
     "LibraryNotFoundError",
+    "IncompatibleLayoutError",
     "InvalidArgumentError",
     "InvalidConfigError",
     "ValkeyConnectionError",
     "AuthenticationError",
+    "PermissionDeniedError",
     "ValkeyTimeoutError",
     "ProtocolError",
     "ServerError",

@@ -25,9 +25,9 @@ from ctypes import (
     c_void_p,
 )
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
-from .errors import LibraryNotFoundError, error_for_status
+from .errors import IncompatibleLayoutError, LibraryNotFoundError, error_for_status
 
 LIB_ENV = "HICACHE_VALKEY_LIB"
 if sys.platform == "darwin":
@@ -39,9 +39,17 @@ else:
 
 #: Pass in an int32 option to take the value from the environment, else the default.
 UNSET = -1
+#: ``HICACHE_VALKEY_OPTIONS_V1_SIZE``: the size of the first published options struct (64-bit);
+#: later versions only append fields.
+OPTIONS_V1_SIZE = 104
 
 
 class hicache_valkey_options(Structure):
+    """``hicache_valkey_options``, the one Python copy of its layout. A field the header appends
+    is one line appended here: ``ValkeyStore`` passes the keyword argument of the same name,
+    converted by this type (``c_char_p``: str; ``c_int32``/``c_uint32``/``c_uint64``: int), and
+    ``hicache_valkey_options_init`` is given ``sizeof`` of this struct."""
+
     _fields_ = [
         ("struct_size", c_uint32),
         ("port", c_int32),
@@ -63,6 +71,8 @@ class hicache_valkey_options(Structure):
         ("username", c_char_p),
         ("password", c_char_p),
         ("model_name", c_char_p),
+        # appended in 0.2
+        ("socket_path", c_char_p),
     ]
 
 
@@ -119,6 +129,7 @@ class hicache_stats(Structure):
         ("exists_p50_us", c_uint64),
         ("exists_p99_us", c_uint64),
         ("cluster_primaries", c_uint64),
+        ("unreachable_primaries", c_uint64),
     ]
 
 
@@ -133,7 +144,7 @@ HandleP = POINTER(hicache_valkey)
 
 # (name, restype, argtypes) of every exported function, in header order.
 _PROTOTYPES = [
-    ("hicache_valkey_options_init", c_int32, [POINTER(hicache_valkey_options)]),
+    ("hicache_valkey_options_init", c_int32, [POINTER(hicache_valkey_options), c_size_t]),
     ("hicache_valkey_open", c_int32, [POINTER(hicache_valkey_options), POINTER(HandleP)]),
     ("hicache_valkey_close", None, [HandleP]),
     (
@@ -181,16 +192,15 @@ def find_library() -> str:
         raise LibraryNotFoundError(
             f"{LIB_ENV} is set to {env!r}, which is not a file "
             f"(the package's own copy would be {str(bundled)!r}); "
-            f"build it with `cargo build --release` (target/release/{LIB_NAME}) "
-            f"and point {LIB_ENV} at it, or unset {LIB_ENV}"
+            f"point it at a built library (`cargo build --release` makes "
+            f"target/release/{LIB_NAME}), or unset {LIB_ENV}"
         )
     if bundled.is_file():
         return str(bundled)
     raise LibraryNotFoundError(
         f"{LIB_NAME} not found: not inside the package ({str(bundled)!r}) and {LIB_ENV} "
-        f"is not set; build it with `cargo build --release` and reinstall the package "
-        f"(pip install ./python_ctypes copies target/release/{LIB_NAME} into it), "
-        f"or set {LIB_ENV}=/path/to/{LIB_NAME}"
+        f"is not set; reinstall the package (pip install ./python_ctypes builds the library "
+        f"and bundles it), or set {LIB_ENV}=/path/to/{LIB_NAME}"
     )
 
 
@@ -210,7 +220,6 @@ def lib() -> ctypes.CDLL:
                 fn = getattr(handle, name)
                 fn.restype = restype
                 fn.argtypes = argtypes
-            _check_layouts()
             _lib_path = path
             _lib = handle
     return _lib
@@ -219,20 +228,41 @@ def lib() -> ctypes.CDLL:
 def library_path() -> str:
     """The path the library was (or will be) loaded from."""
     lib()
-    assert _lib_path is not None
-    return _lib_path
+    return str(_lib_path)
+
+
+def _layout_problems() -> List[str]:
+    """Where the ctypes structs differ from the header's layout (empty when they agree)."""
+    ptr = ctypes.sizeof(c_void_p)
+    problems = []
+
+    def expect(what: str, got: int, want: int) -> None:
+        if got != want:
+            problems.append(f"{what} is {got}, the header's is {want}")
+
+    for pair in (hicache_key, hicache_segment, hicache_value):
+        expect(f"sizeof({pair.__name__})", ctypes.sizeof(pair), 2 * ptr)
+    if ptr == 8:  # the header's figures are for 64-bit platforms
+        o = hicache_valkey_options
+        expect("offsetof(hicache_valkey_options, value_format)", o.value_format.offset, 56)
+        # The first published fields end at HICACHE_VALKEY_OPTIONS_V1_SIZE; later ones follow.
+        expect("the end of hicache_valkey_options.model_name", o.model_name.offset + ptr, OPTIONS_V1_SIZE)
+        expect("offsetof(hicache_stats, used_memory_human)", hicache_stats.used_memory_human.offset, 32)
+        expect("sizeof(hicache_stats)", ctypes.sizeof(hicache_stats), 352)
+    return problems
 
 
 def _check_layouts() -> None:
-    ptr = ctypes.sizeof(c_void_p)
-    assert ctypes.sizeof(hicache_key) == 2 * ptr
-    assert ctypes.sizeof(hicache_segment) == 2 * ptr
-    assert ctypes.sizeof(hicache_value) == 2 * ptr
-    if ptr == 8:
-        assert ctypes.sizeof(hicache_valkey_options) == 104, ctypes.sizeof(hicache_valkey_options)
-        assert hicache_valkey_options.value_format.offset == 56
-        assert ctypes.sizeof(hicache_stats) == 352, ctypes.sizeof(hicache_stats)
-        assert hicache_stats.used_memory_human.offset == 32
+    """Raises :class:`IncompatibleLayoutError` unless the ctypes structs have the header's
+    layout (a plain ``if``: ``python -O`` must not skip it)."""
+    problems = _layout_problems()
+    if problems:
+        raise IncompatibleLayoutError(
+            "hicache_valkey's ctypes declarations do not match include/hicache_valkey.h: " + "; ".join(problems)
+        )
+
+
+_check_layouts()  # at import: before anything can pass a struct to the library
 
 
 _ERRBUF_LEN = 1024

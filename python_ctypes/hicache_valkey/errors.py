@@ -24,6 +24,7 @@ class Status(enum.IntEnum):
     PROTOCOL = 6
     SERVER = 7
     PANIC = 8
+    PERMISSION = 9
 
 
 class HiCacheValkeyError(Exception):
@@ -50,6 +51,11 @@ class HiCacheValkeyError(Exception):
 
 class LibraryNotFoundError(HiCacheValkeyError, ImportError):
     """``libhicache_valkey.so`` is neither in the package nor at ``$HICACHE_VALKEY_LIB``."""
+
+
+class IncompatibleLayoutError(HiCacheValkeyError, ImportError):
+    """The package's ctypes mirrors of the C structs do not have the header's layout on this
+    platform (a packaging bug: calling the library would corrupt memory)."""
 
 
 class InvalidArgumentError(HiCacheValkeyError, ValueError):
@@ -101,6 +107,13 @@ class InternalError(HiCacheValkeyError):
     status = Status.PANIC
 
 
+class PermissionDeniedError(HiCacheValkeyError, PermissionError):
+    """The server's ACL does not allow a command the call needs (``NOPERM``); the message
+    names the command."""
+
+    status = Status.PERMISSION
+
+
 class StoreClosedError(HiCacheValkeyError):
     """The :class:`~hicache_valkey.ValkeyStore` was closed."""
 
@@ -114,6 +127,7 @@ _BY_STATUS: Dict[int, Type[HiCacheValkeyError]] = {
     Status.PROTOCOL: ProtocolError,
     Status.SERVER: ServerError,
     Status.PANIC: InternalError,
+    Status.PERMISSION: PermissionDeniedError,
 }
 
 

@@ -9,17 +9,17 @@ the stored value is their concatenation).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import threading
-from ctypes import POINTER, byref, c_int32, c_size_t, c_uint8, c_uint64
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from ctypes import POINTER, byref, c_char_p, c_int32, c_size_t, c_uint8, c_uint32, c_uint64
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _lib
 from ._lib import (
-    UNSET,
     HandleP,
     check,
     hicache_key,
@@ -28,17 +28,20 @@ from ._lib import (
     hicache_stats,
     hicache_value,
 )
-from .errors import InvalidArgumentError, InvalidConfigError, StoreClosedError
+from .errors import IncompatibleLayoutError, InvalidArgumentError, InvalidConfigError, StoreClosedError
 
 __all__ = ["ValkeyStore", "Outcome", "BatchResult", "ExistsResult"]
 
 # numpy mirrors of the C structs, to build whole arrays of them without a Python loop per item.
 _PAIR = np.dtype([("ptr", np.uintp), ("len", np.uintp)])
 KEY_DTYPE = SEGMENT_DTYPE = VALUE_DTYPE = _PAIR
-assert _PAIR.itemsize == ctypes.sizeof(hicache_key) == ctypes.sizeof(hicache_segment) == ctypes.sizeof(hicache_value)
+if not _PAIR.itemsize == ctypes.sizeof(hicache_key) == ctypes.sizeof(hicache_segment) == ctypes.sizeof(hicache_value):
+    raise IncompatibleLayoutError(
+        f"numpy's (uintp, uintp) is {_PAIR.itemsize} bytes, the C key/segment/value pairs "
+        f"{ctypes.sizeof(hicache_key)}/{ctypes.sizeof(hicache_segment)}/{ctypes.sizeof(hicache_value)}"
+    )
 
 _U64_MAX = (1 << 64) - 1
-_I32_MAX = (1 << 31) - 1
 
 
 class Outcome(enum.IntEnum):
@@ -54,6 +57,7 @@ class Outcome(enum.IntEnum):
     IO_ERROR = 7
     SERVER_ERROR = 8
     OUT_OF_MEMORY = 9
+    TOO_LARGE = 10
 
 
 class BatchResult(List[Outcome]):
@@ -200,29 +204,55 @@ def value_segments(value: Any, writable: bool, keep: list) -> List[Tuple[int, in
     return out
 
 
-def _opt_int(name: str, v: Optional[int]) -> int:
-    if v is None:
-        return UNSET
+def _opt_int(name: str, v: Any, bits: int = 31) -> int:
+    """An integer option between 0 and ``2**bits - 1`` (31 bits: a non-negative ``int32_t``)."""
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
         try:
             v = int(v)  # e.g. "6380" from a config file
         except (TypeError, ValueError):
             raise InvalidConfigError(f"option {name} must be an integer, got {v!r}") from None
     v = int(v)
-    if v < 0 or v > _I32_MAX:
-        raise InvalidConfigError(f"option {name} must be between 0 and {_I32_MAX}, got {v}")
+    if v < 0 or v >= 1 << bits:
+        raise InvalidConfigError(f"option {name} must be between 0 and {(1 << bits) - 1}, got {v}")
     return v
 
 
-def _opt_str(name: str, v: Optional[str]) -> Optional[bytes]:
-    if v is None:
-        return None
+def _opt_str(name: str, v: Any) -> bytes:
     if not isinstance(v, str):
         raise InvalidConfigError(f"option {name} must be a string, got {type(v).__name__}")
     b = v.encode("utf-8")
     if b"\0" in b:
         raise InvalidConfigError(f"option {name} contains a NUL character")
     return b
+
+
+#: Options given as booleans (stored as 1 / 0).
+_BOOL_OPTIONS = frozenset({"checksum", "is_mla"})
+#: Integer bits an option may use, by its ctypes field type.
+_INT_BITS = {c_int32: 31, c_uint32: 32, c_uint64: 64}
+
+
+def _fill_options(opts: hicache_valkey_options, given: Dict[str, Any]) -> List[bytes]:
+    """Sets each field of ``opts`` named in ``given`` (``None``: left unset, that is, from the
+    environment or the default), converted by the field's C type as the struct declares it in
+    ``_lib``. Returns the encoded strings, which must stay alive until the struct is used."""
+    ctypes_of = dict(hicache_valkey_options._fields_)
+    strings = []
+    for name, v in given.items():
+        if v is None:
+            continue
+        t = ctypes_of[name]
+        if t is c_char_p:
+            b = _opt_str(name, v)
+            strings.append(b)
+            setattr(opts, name, b)
+        elif name in _BOOL_OPTIONS:
+            setattr(opts, name, 1 if v else 0)
+        elif t in _INT_BITS:
+            setattr(opts, name, _opt_int(name, v, _INT_BITS[t]))
+        else:  # a field type this function does not know yet
+            raise TypeError(f"option {name}: no conversion to {t.__name__}")
+    return strings
 
 
 class ValkeyStore:
@@ -258,60 +288,35 @@ class ValkeyStore:
         connect_timeout_ms: Optional[int] = None,
         timeout_ms: Optional[int] = None,
         connections: Optional[int] = None,
+        socket_path: Optional[str] = None,
     ):
+        # Keyword argument -> the hicache_valkey_options field of the same name.
+        options: Dict[str, Any] = {
+            "url": url, "host": host, "port": port, "db": db, "username": username,
+            "password": password, "model_name": model_name, "tp_rank": tp_rank, "tp_size": tp_size,
+            "pp_rank": pp_rank, "pp_size": pp_size, "cp_rank": cp_rank, "cp_size": cp_size,
+            "is_mla": is_mla, "value_format": value_format, "checksum": checksum,
+            "connect_timeout_ms": connect_timeout_ms, "timeout_ms": timeout_ms,
+            "connections": connections, "socket_path": socket_path,
+        }
+        if not isinstance(value_format, (int, np.integer)) or isinstance(value_format, bool):
+            raise InvalidConfigError(f"value_format must be an unsigned 64-bit integer, got {value_format!r}")
         L = _lib.lib()
         self._lib = L
         opts = hicache_valkey_options()
-        check(L.hicache_valkey_options_init(byref(opts)), "hicache_valkey_options_init")
-        strings = {
-            "url": _opt_str("url", url),
-            "host": _opt_str("host", host),
-            "username": _opt_str("username", username),
-            "password": _opt_str("password", password),
-            "model_name": _opt_str("model_name", model_name),
-        }
-        for name, b in strings.items():
-            if b is not None:
-                setattr(opts, name, b)
-        for name, v in (
-            ("port", port),
-            ("db", db),
-            ("tp_rank", tp_rank),
-            ("tp_size", tp_size),
-            ("pp_rank", pp_rank),
-            ("pp_size", pp_size),
-            ("cp_rank", cp_rank),
-            ("cp_size", cp_size),
-            ("connect_timeout_ms", connect_timeout_ms),
-            ("timeout_ms", timeout_ms),
-            ("connections", connections),
-        ):
-            setattr(opts, name, _opt_int(name, v))
-        if checksum is not None:
-            opts.checksum = 1 if checksum else 0
-        opts.is_mla = 1 if is_mla else 0
-        if not isinstance(value_format, (int, np.integer)) or not 0 <= int(value_format) <= _U64_MAX:
-            raise InvalidConfigError(f"value_format must be an unsigned 64-bit integer, got {value_format!r}")
-        opts.value_format = int(value_format)
-
-        handle = HandleP()
-        status = L.hicache_valkey_open(byref(opts), byref(handle))
-        check(status, "hicache_valkey_open")  # strings stay referenced by `strings` until here
-        self._handle: Optional[Any] = handle
+        check(L.hicache_valkey_options_init(byref(opts), ctypes.sizeof(opts)), "hicache_valkey_options_init")
+        strings = _fill_options(opts, options)
+        ptr = HandleP()
+        check(L.hicache_valkey_open(byref(opts), byref(ptr)), "hicache_valkey_open")
+        del strings  # referenced until the library copied them
+        self._ptr: Optional[Any] = ptr
         self._cond = threading.Condition(threading.Lock())
         self._inflight = 0
         self._closing = False
         self.value_format = int(value_format)
         self.model_name = model_name
         self.is_mla = bool(is_mla)
-        given = {
-            "url": url, "host": host, "port": port, "db": db, "username": username,
-            "model_name": model_name, "tp_rank": tp_rank, "tp_size": tp_size, "pp_rank": pp_rank,
-            "pp_size": pp_size, "cp_rank": cp_rank, "cp_size": cp_size, "checksum": checksum,
-            "connect_timeout_ms": connect_timeout_ms, "timeout_ms": timeout_ms,
-            "connections": connections,
-        }
-        self._given = {k: v for k, v in given.items() if v is not None}
+        self._given = {k: v for k, v in options.items() if v is not None and k not in ("is_mla", "value_format")}
         if password is not None:
             self._given["password"] = "***"
         if url is not None and "@" in url:
@@ -319,33 +324,38 @@ class ValkeyStore:
 
     # -- lifetime ------------------------------------------------------------------------------
 
-    def _acquire(self):
+    @contextlib.contextmanager
+    def _handle(self) -> Iterator[Any]:
+        """The C handle, for one call: ``with self._handle() as h: L.fn(h, ...)``. Raises
+        :class:`StoreClosedError` once :meth:`close` has started; :meth:`close` waits for every
+        call inside such a block to leave it."""
         with self._cond:
-            if self._handle is None or self._closing:
+            if self._ptr is None or self._closing:
                 raise StoreClosedError("the ValkeyStore is closed")
             self._inflight += 1
-            return self._handle
-
-    def _release(self) -> None:
-        with self._cond:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self._cond.notify_all()
+            ptr = self._ptr
+        try:
+            yield ptr
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                if self._inflight == 0:
+                    self._cond.notify_all()
 
     @property
     def closed(self) -> bool:
-        return self._handle is None
+        return self._ptr is None
 
     def close(self) -> None:
         """Closes the connections. Waits for calls in flight on other threads; idempotent."""
         with self._cond:
-            if self._handle is None:
+            if self._ptr is None:
                 return
             self._closing = True
             while self._inflight:
                 self._cond.wait()
-            handle, self._handle = self._handle, None
-        self._lib.hicache_valkey_close(handle)
+            ptr, self._ptr = self._ptr, None
+        self._lib.hicache_valkey_close(ptr)
 
     def __enter__(self) -> "ValkeyStore":
         return self
@@ -355,9 +365,9 @@ class ValkeyStore:
 
     def __del__(self) -> None:
         try:
-            if getattr(self, "_handle", None) is not None and not self._inflight:
-                self._lib.hicache_valkey_close(self._handle)
-                self._handle = None
+            if getattr(self, "_ptr", None) is not None and not self._inflight:
+                self._lib.hicache_valkey_close(self._ptr)
+                self._ptr = None
         except Exception:
             pass
 
@@ -367,13 +377,18 @@ class ValkeyStore:
 
     # -- data path -----------------------------------------------------------------------------
 
-    def _batch_io(self, fn, what: str, keys, values_arr: np.ndarray, n: int) -> Tuple[np.ndarray, str]:
+    def _batch(self, op: str, keys, values_arr: np.ndarray, keepalive: Any) -> Tuple[np.ndarray, str]:
+        """One ``hicache_valkey_batch_<op>`` call (``op``: "set" or "get") over ``keys`` and a
+        ``hicache_value`` array; ``keepalive`` holds what the array points into. Returns the
+        int32 outcomes and the library's message about the first failed key ("" when none)."""
+        what = f"hicache_valkey_batch_{op}"
+        fn = getattr(self._lib, what)
+        n = len(keys)
         key_arr, key_keep = encode_keys(keys)
         outcomes = np.empty(n, dtype=np.int32)
-        handle = self._acquire()
-        try:
+        with self._handle() as h:
             status = fn(
-                handle,
+                h,
                 key_arr.ctypes.data_as(POINTER(hicache_key)),
                 values_arr.ctypes.data_as(POINTER(hicache_value)),
                 n,
@@ -381,40 +396,35 @@ class ValkeyStore:
             )
             error = _lib.last_error() if status == 0 and (outcomes > 1).any() else ""
             check(status, what)
-        finally:
-            self._release()
-        del key_keep
+        del key_keep, keepalive
         return outcomes, error
 
-    def _values_from_objects(self, keys, values, writable: bool, what: str) -> Tuple[np.ndarray, list]:
+    def _batch_objects(self, op: str, keys, values: Sequence[Any]) -> BatchResult:
+        """:meth:`batch_set` and :meth:`batch_get`: one value object (or list of segments) per key."""
         if len(keys) != len(values):
-            raise InvalidArgumentError(f"{what}: {len(keys)} keys but {len(values)} values")
+            raise InvalidArgumentError(f"batch_{op}: {len(keys)} keys but {len(values)} values")
         keep: list = []
-        per_value = [value_segments(v, writable, keep) for v in values]
-        counts = [len(s) for s in per_value]
+        per_value = [value_segments(v, op == "get", keep) for v in values]
         flat = [seg for segs in per_value for seg in segs]
-        ptrs = [p for p, _ in flat]
-        sizes = [s for _, s in flat]
-        vals, segs = build_values(ptrs, sizes, counts, len(keys))
+        vals, segs = build_values([p for p, _ in flat], [s for _, s in flat], [len(s) for s in per_value], len(keys))
         keep.append(segs)
-        return vals, keep
+        return _to_outcomes(*self._batch(op, keys, vals, keep))
+
+    def _batch_segments(self, op: str, keys, ptrs: Any, sizes: Any, segments_per_value: Any) -> np.ndarray:
+        """:meth:`batch_set_segments` and :meth:`batch_get_segments`: flat segment arrays."""
+        vals, segs = build_values(ptrs, sizes, segments_per_value, len(keys))
+        return self._batch(op, keys, vals, segs)[0]
 
     def batch_set(self, keys: Sequence[Union[str, bytes]], values: Sequence[Any]) -> BatchResult:
         """Stores ``values[i]`` under ``keys[i]`` in one pipelined batch. Returns one
         :class:`Outcome` per key (``OK`` when stored)."""
-        vals, keep = self._values_from_objects(keys, values, False, "batch_set")
-        raw, err = self._batch_io(self._lib.hicache_valkey_batch_set, "hicache_valkey_batch_set", keys, vals, len(keys))
-        del keep
-        return _to_outcomes(raw, err)
+        return self._batch_objects("set", keys, values)
 
     def batch_get(self, keys: Sequence[Union[str, bytes]], targets: Sequence[Any]) -> BatchResult:
         """Reads ``keys[i]`` straight into ``targets[i]`` (a writable buffer or list of segments
         whose total size is the stored value's). ``OK`` means exactly the stored bytes are
         there; on any other outcome the target was not written (except ``CHECKSUM_MISMATCH``)."""
-        vals, keep = self._values_from_objects(keys, targets, True, "batch_get")
-        raw, err = self._batch_io(self._lib.hicache_valkey_batch_get, "hicache_valkey_batch_get", keys, vals, len(keys))
-        del keep
-        return _to_outcomes(raw, err)
+        return self._batch_objects("get", keys, targets)
 
     def set(self, key: Union[str, bytes], value: Any) -> bool:
         """Stores one value; True when stored."""
@@ -431,56 +441,39 @@ class ValkeyStore:
         addresses and lengths (numpy arrays or lists), ``segments_per_value`` per value (an int
         or one count per value). Returns the int32 outcome array. The caller guarantees the
         memory is valid during the call."""
-        n = len(keys)
-        vals, segs = build_values(ptrs, sizes, segments_per_value, n)
-        raw, _ = self._batch_io(self._lib.hicache_valkey_batch_set, "hicache_valkey_batch_set", keys, vals, n)
-        del segs
-        return raw
+        return self._batch_segments("set", keys, ptrs, sizes, segments_per_value)
 
     def batch_get_segments(
         self, keys: Sequence[Union[str, bytes]], ptrs: Any, sizes: Any, segments_per_value: Union[int, Sequence[int]]
     ) -> np.ndarray:
         """Raw form of :meth:`batch_get` (see :meth:`batch_set_segments`); the memory must be
         writable and no two segments may overlap."""
-        n = len(keys)
-        vals, segs = build_values(ptrs, sizes, segments_per_value, n)
-        raw, _ = self._batch_io(self._lib.hicache_valkey_batch_get, "hicache_valkey_batch_get", keys, vals, n)
-        del segs
-        return raw
+        return self._batch_segments("get", keys, ptrs, sizes, segments_per_value)
+
+    def _exists(self, keys: Sequence[Union[str, bytes]], found: Optional[np.ndarray]) -> int:
+        """``hicache_valkey_batch_exists``: fills ``found`` (one uint8 per key, or None for the
+        leading count alone) and returns the leading count."""
+        key_arr, key_keep = encode_keys(keys)
+        leading = c_size_t(0)
+        found_p = None if found is None else found.ctypes.data_as(POINTER(c_uint8))
+        with self._handle() as h:
+            status = self._lib.hicache_valkey_batch_exists(
+                h, key_arr.ctypes.data_as(POINTER(hicache_key)), len(keys), found_p, byref(leading)
+            )
+            check(status, "hicache_valkey_batch_exists")
+        del key_keep
+        return int(leading.value)
 
     def batch_exists(self, keys: Sequence[Union[str, bytes]]) -> ExistsResult:
         """Which keys exist, in one pipelined batch: ``(leading, found)``."""
         n = len(keys)
-        key_arr, key_keep = encode_keys(keys)
         found = np.zeros(max(n, 1), dtype=np.uint8)
-        leading = c_size_t(0)
-        handle = self._acquire()
-        try:
-            status = self._lib.hicache_valkey_batch_exists(
-                handle, key_arr.ctypes.data_as(POINTER(hicache_key)), n,
-                found.ctypes.data_as(POINTER(c_uint8)), byref(leading),
-            )
-            check(status, "hicache_valkey_batch_exists")
-        finally:
-            self._release()
-        del key_keep
-        return ExistsResult(int(leading.value), found[:n].astype(bool).tolist())
+        leading = self._exists(keys, found)
+        return ExistsResult(leading, found[:n].astype(bool).tolist())
 
     def leading_hits(self, keys: Sequence[Union[str, bytes]]) -> int:
         """How many keys exist in a row from the first (one pipelined batch)."""
-        n = len(keys)
-        key_arr, key_keep = encode_keys(keys)
-        leading = c_size_t(0)
-        handle = self._acquire()
-        try:
-            status = self._lib.hicache_valkey_batch_exists(
-                handle, key_arr.ctypes.data_as(POINTER(hicache_key)), n, None, byref(leading)
-            )
-            check(status, "hicache_valkey_batch_exists")
-        finally:
-            self._release()
-        del key_keep
-        return int(leading.value)
+        return self._exists(keys, None)
 
     # -- housekeeping --------------------------------------------------------------------------
 
@@ -489,11 +482,8 @@ class ValkeyStore:
         and this handle's counters, as a dict. Costs a SCAN: for operators, not the data path."""
         out = hicache_stats()
         out.struct_size = ctypes.sizeof(hicache_stats)
-        handle = self._acquire()
-        try:
-            check(self._lib.hicache_valkey_stats(handle, byref(out)), "hicache_valkey_stats")
-        finally:
-            self._release()
+        with self._handle() as h:
+            check(self._lib.hicache_valkey_stats(h, byref(out)), "hicache_valkey_stats")
         d: Dict[str, Any] = {}
         for name, _ in hicache_stats._fields_:
             if name in ("struct_size", "reserved"):
@@ -505,19 +495,13 @@ class ValkeyStore:
     def clear(self) -> int:
         """Deletes every key of this model (all ranks) in this database; returns the count."""
         deleted = c_uint64(0)
-        handle = self._acquire()
-        try:
-            check(self._lib.hicache_valkey_clear(handle, byref(deleted)), "hicache_valkey_clear")
-        finally:
-            self._release()
+        with self._handle() as h:
+            check(self._lib.hicache_valkey_clear(h, byref(deleted)), "hicache_valkey_clear")
         return int(deleted.value)
 
     def ping(self) -> int:
         """One PING round trip; returns its duration in microseconds."""
         rtt = c_uint64(0)
-        handle = self._acquire()
-        try:
-            check(self._lib.hicache_valkey_ping(handle, byref(rtt)), "hicache_valkey_ping")
-        finally:
-            self._release()
+        with self._handle() as h:
+            check(self._lib.hicache_valkey_ping(h, byref(rtt)), "hicache_valkey_ping")
         return int(rtt.value)

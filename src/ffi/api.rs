@@ -5,7 +5,8 @@ use super::boundary::{ffi_call, non_null, set_last_error, with_last_error};
 use super::types::*;
 use crate::error::{Error, ErrorKind};
 use crate::{init_logging, Outcome, ReadTargets, Settings, Store};
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, CString};
+use std::sync::OnceLock;
 use std::io::IoSlice;
 
 /// An open connection to Valkey for one namespace (opaque). Thread-safe: one handle may be used
@@ -27,6 +28,7 @@ impl From<Outcome> for hicache_outcome {
             Outcome::IoError => hicache_outcome::IoError,
             Outcome::ServerError => hicache_outcome::ServerError,
             Outcome::OutOfMemory => hicache_outcome::OutOfMemory,
+            Outcome::TooLarge => hicache_outcome::TooLarge,
         }
     }
 }
@@ -35,49 +37,79 @@ fn invalid(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidArgument, message)
 }
 
-/// Size of the first published `hicache_valkey_options` (everything up to `model_name`).
-const OPTIONS_V1_SIZE: usize = std::mem::size_of::<hicache_valkey_options>();
+/// Size of `hicache_valkey_options` in this version.
+const OPTIONS_SIZE: usize = std::mem::size_of::<hicache_valkey_options>();
 /// Size of `hicache_stats` in this version.
 const STATS_SIZE: usize = std::mem::size_of::<hicache_stats>();
 /// The smallest `struct_size` accepted: the fields of the first published struct, up to
 /// `exists_p99_us` (callers built before `cluster_primaries` was appended).
 const STATS_MIN_SIZE: usize = std::mem::offset_of!(hicache_stats, cluster_primaries);
 
-/// Fills `opts` with "unset" values (take the environment, else the defaults) and its
-/// `struct_size`.
+/// Every option "unset" (take the environment, else the defaults).
+fn unset_options() -> hicache_valkey_options {
+    let unset = HICACHE_VALKEY_UNSET;
+    hicache_valkey_options {
+        struct_size: OPTIONS_SIZE as u32,
+        port: unset,
+        db: unset,
+        tp_rank: unset,
+        tp_size: unset,
+        pp_rank: unset,
+        pp_size: unset,
+        cp_rank: unset,
+        cp_size: unset,
+        checksum: unset,
+        connect_timeout_ms: unset,
+        timeout_ms: unset,
+        connections: unset,
+        is_mla: 0,
+        value_format: 0,
+        url: std::ptr::null(),
+        host: std::ptr::null(),
+        username: std::ptr::null(),
+        password: std::ptr::null(),
+        model_name: std::ptr::null(),
+        socket_path: std::ptr::null(),
+    }
+}
+
+/// Checks a caller's `struct_size`: at least the first published size, at most this version's.
+fn check_options_size(size: usize, what: &str) -> Result<(), Error> {
+    let first = HICACHE_VALKEY_OPTIONS_V1_SIZE as usize;
+    if size < first || size > OPTIONS_SIZE {
+        return Err(invalid(format!(
+            "{what} is {size}; this library (version {}) accepts {first} to {OPTIONS_SIZE}: {}",
+            env!("CARGO_PKG_VERSION"),
+            if size > OPTIONS_SIZE {
+                "the program was compiled against a newer hicache_valkey.h than the library it runs with"
+            } else {
+                "initialise the struct with HICACHE_VALKEY_OPTIONS_INIT(&opts)"
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// Fills the first `struct_size` bytes of `*opts` with "unset" values (take the environment,
+/// else the defaults) and sets `opts->struct_size` to `struct_size`. Pass `sizeof *opts`, as
+/// the `HICACHE_VALKEY_OPTIONS_INIT(opts)` macro does: a program compiled against an older
+/// header passes its older, smaller size, and the library writes nothing past it.
+/// `HICACHE_STATUS_INVALID_ARGUMENT` when `opts` is NULL or `struct_size` is smaller than
+/// `HICACHE_VALKEY_OPTIONS_V1_SIZE` or larger than this library's struct (a header newer than
+/// the library).
 ///
 /// # Safety
-/// `opts` is NULL (then `HICACHE_STATUS_INVALID_ARGUMENT`) or points to writable memory of
-/// `sizeof(hicache_valkey_options)` bytes.
+/// `opts` is NULL or points to `struct_size` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn hicache_valkey_options_init(opts: *mut hicache_valkey_options) -> hicache_status {
+pub unsafe extern "C" fn hicache_valkey_options_init(opts: *mut hicache_valkey_options, struct_size: usize) -> hicache_status {
     ffi_call(|| {
         non_null(opts, "opts")?;
-        let unset = HICACHE_VALKEY_UNSET;
-        let defaults = hicache_valkey_options {
-            struct_size: OPTIONS_V1_SIZE as u32,
-            port: unset,
-            db: unset,
-            tp_rank: unset,
-            tp_size: unset,
-            pp_rank: unset,
-            pp_size: unset,
-            cp_rank: unset,
-            cp_size: unset,
-            checksum: unset,
-            connect_timeout_ms: unset,
-            timeout_ms: unset,
-            connections: unset,
-            is_mla: 0,
-            value_format: 0,
-            url: std::ptr::null(),
-            host: std::ptr::null(),
-            username: std::ptr::null(),
-            password: std::ptr::null(),
-            model_name: std::ptr::null(),
-        };
-        // SAFETY: non-NULL and, by contract, writable for the struct's size.
-        unsafe { opts.write(defaults) };
+        check_options_size(struct_size, "struct_size")?;
+        let mut defaults = unset_options();
+        defaults.struct_size = struct_size as u32;
+        // SAFETY: `opts` is writable for struct_size bytes by contract, and `defaults` is a plain
+        // struct of OPTIONS_SIZE >= struct_size bytes.
+        unsafe { std::ptr::copy_nonoverlapping((&defaults as *const hicache_valkey_options).cast::<u8>(), opts.cast::<u8>(), struct_size) };
         Ok(())
     })
 }
@@ -104,15 +136,13 @@ fn opt_int(v: i32) -> Option<i64> {
 /// # Safety
 /// `opts` points to a readable options struct of at least `opts->struct_size` bytes.
 unsafe fn settings_from(opts: *const hicache_valkey_options) -> Result<Settings, Error> {
-    // SAFETY: non-NULL (checked by the caller); struct_size is the first field.
+    // SAFETY: non-NULL (checked by the caller); struct_size is the first field of every version.
     let size = unsafe { (*opts).struct_size } as usize;
-    if size < OPTIONS_V1_SIZE {
-        return Err(invalid(format!(
-            "opts->struct_size is {size}, expected at least {OPTIONS_V1_SIZE}: call hicache_valkey_options_init first"
-        )));
-    }
-    // SAFETY: at least our struct's size is readable (checked above).
-    let o = unsafe { &*opts };
+    check_options_size(size, "opts->struct_size")?;
+    // Fields the caller's (older) struct does not have stay unset.
+    let mut o = unset_options();
+    // SAFETY: `opts` is readable for struct_size bytes by contract; `o` has OPTIONS_SIZE >= size.
+    unsafe { std::ptr::copy_nonoverlapping(opts.cast::<u8>(), (&mut o as *mut hicache_valkey_options).cast::<u8>(), size) };
     Ok(Settings {
         // SAFETY (each opt_str): the caller's strings are NULL or NUL-terminated.
         url: unsafe { opt_str(o.url, "url") }?,
@@ -120,6 +150,7 @@ unsafe fn settings_from(opts: *const hicache_valkey_options) -> Result<Settings,
         username: unsafe { opt_str(o.username, "username") }?,
         password: unsafe { opt_str(o.password, "password") }?,
         model_name: unsafe { opt_str(o.model_name, "model_name") }?,
+        socket: unsafe { opt_str(o.socket_path, "socket_path") }?,
         port: opt_int(o.port),
         db: opt_int(o.db),
         tp_rank: opt_int(o.tp_rank),
@@ -204,23 +235,47 @@ unsafe fn items<'a, T>(ptr: *const T, n: usize, what: &str) -> Result<&'a [T], E
         return Ok(&[]);
     }
     non_null(ptr, what)?;
+    check_count::<T>(n, what)?;
     // SAFETY: non-NULL and valid for n items by contract.
     Ok(unsafe { std::slice::from_raw_parts(ptr, n) })
+}
+
+/// Rejects a count of `T`s that no memory can hold (more than `isize::MAX` bytes).
+fn check_count<T>(n: usize, what: &str) -> Result<(), Error> {
+    match n.checked_mul(std::mem::size_of::<T>().max(1)) {
+        Some(bytes) if bytes <= isize::MAX as usize => Ok(()),
+        _ => Err(invalid(format!("{what}: a count of {n} is larger than any array can be"))),
+    }
+}
+
+/// An empty vector with room for `n` items, or an error (not an abort) when that much memory
+/// cannot be had.
+fn try_vec<T>(n: usize, what: &str) -> Result<Vec<T>, Error> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| invalid(format!("cannot allocate room for {n} {what}")))?;
+    Ok(v)
 }
 
 /// # Safety
 /// Each key's `ptr` is valid for `len` bytes.
 unsafe fn key_slices<'a>(keys: &[hicache_key]) -> Result<Vec<&'a [u8]>, Error> {
-    keys.iter()
-        .enumerate()
-        .map(|(i, k)| {
-            if k.len == 0 {
-                return Err(invalid(format!("keys[{i}] is empty")));
-            }
-            // SAFETY: non-empty; by contract ptr is valid for len bytes (items checks NULL).
-            unsafe { items(k.ptr, k.len, &format!("keys[{i}].ptr")) }
-        })
-        .collect()
+    let mut out = try_vec(keys.len(), "keys")?;
+    for (i, k) in keys.iter().enumerate() {
+        if k.len == 0 {
+            return Err(invalid(format!("keys[{i}] is empty")));
+        }
+        // SAFETY: non-empty; by contract ptr is valid for len bytes (items checks NULL).
+        out.push(unsafe { items(k.ptr, k.len, &format!("keys[{i}].ptr")) }?);
+    }
+    Ok(out)
+}
+
+/// The total segment count of `values`, checked.
+fn total_segments(values: &[hicache_value]) -> Result<usize, Error> {
+    values
+        .iter()
+        .try_fold(0usize, |acc, v| acc.checked_add(v.count))
+        .ok_or_else(|| invalid("the values' segment counts add up to more than any array can hold"))
 }
 
 /// Checks value `i`'s segments and returns them.
@@ -301,8 +356,10 @@ pub unsafe extern "C" fn hicache_valkey_batch_set(
     ffi_call(|| {
         // SAFETY: the contract above.
         let (store, keys, values, out) = unsafe { batch_args(handle, keys, values, n, outcomes) }?;
-        let mut flat: Vec<IoSlice<'_>> = Vec::with_capacity(values.iter().map(|v| v.count).sum());
-        let mut bounds = Vec::with_capacity(n + 1);
+        let segments = total_segments(values)?;
+        check_count::<IoSlice<'_>>(segments, "segments")?;
+        let mut flat: Vec<IoSlice<'_>> = try_vec(segments, "segments")?;
+        let mut bounds = try_vec(n.saturating_add(1), "values")?;
         bounds.push(0);
         for (i, v) in values.iter().enumerate() {
             for s in unsafe { value_segments(v, i) }? {
@@ -311,8 +368,10 @@ pub unsafe extern "C" fn hicache_valkey_batch_set(
             }
             bounds.push(flat.len());
         }
-        let per_value: Vec<&[IoSlice<'_>]> = bounds.windows(2).map(|w| &flat[w[0]..w[1]]).collect();
-        let mut results = vec![Outcome::Ok; n];
+        let mut per_value: Vec<&[IoSlice<'_>]> = try_vec(n, "values")?;
+        per_value.extend(bounds.windows(2).map(|w| &flat[w[0]..w[1]]));
+        let mut results = try_vec(n, "outcomes")?;
+        results.resize(n, Outcome::Ok);
         let r = store.batch_set(&keys, &per_value, &mut results)?;
         report(&results, out, r);
         Ok(())
@@ -340,7 +399,9 @@ pub unsafe extern "C" fn hicache_valkey_batch_get(
     ffi_call(|| {
         // SAFETY: the contract above.
         let (store, keys, values, out) = unsafe { batch_args(handle, keys, values, n, outcomes) }?;
-        let mut targets = ReadTargets::with_capacity(n, values.iter().map(|v| v.count).sum());
+        let segments = total_segments(values)?;
+        check_count::<hicache_segment>(segments, "segments")?;
+        let mut targets = ReadTargets::try_with_capacity(n, segments)?;
         for (i, v) in values.iter().enumerate() {
             let segs = unsafe { value_segments(v, i) }?;
             targets.push_value(segs.iter().map(|s| {
@@ -349,7 +410,8 @@ pub unsafe extern "C" fn hicache_valkey_batch_get(
                 bytes
             }));
         }
-        let mut results = vec![Outcome::Miss; n];
+        let mut results = try_vec(n, "outcomes")?;
+        results.resize(n, Outcome::Miss);
         let r = store.batch_get(&keys, &mut targets, &mut results)?;
         report(&results, out, r);
         Ok(())
@@ -378,7 +440,8 @@ pub unsafe extern "C" fn hicache_valkey_batch_exists(
         let store = unsafe { store(handle) }?;
         non_null(leading_hits, "leading_hits")?;
         let keys = unsafe { key_slices(items(keys, n, "keys")?) }?;
-        let mut flags = vec![false; n];
+        let mut flags = try_vec(n, "keys")?;
+        flags.resize(n, false);
         let (leading, r) = store.batch_exists(&keys, &mut flags)?;
         if !found.is_null() {
             let found = unsafe { std::slice::from_raw_parts_mut(found, n) };
@@ -456,6 +519,7 @@ pub unsafe extern "C" fn hicache_valkey_stats(handle: *const hicache_valkey, out
             exists_p50_us: c.exists_latency.p50_us,
             exists_p99_us: c.exists_latency.p99_us,
             cluster_primaries: sv.cluster_primaries,
+            unreachable_primaries: sv.unreachable_primaries,
         };
         copy_cstr(&mut r.used_memory_human, &sv.used_memory_human);
         copy_cstr(&mut r.maxmemory_policy, &sv.maxmemory_policy);
@@ -516,39 +580,26 @@ pub extern "C" fn hicache_valkey_version() -> *const c_char {
 /// "HICACHE_STATUS_UNKNOWN" for a value that is not a status).
 #[no_mangle]
 pub extern "C" fn hicache_valkey_status_str(status: i32) -> *const c_char {
-    let s: &'static str = match status {
-        0 => "HICACHE_STATUS_OK\0",
-        1 => "HICACHE_STATUS_INVALID_ARGUMENT\0",
-        2 => "HICACHE_STATUS_INVALID_CONFIG\0",
-        3 => "HICACHE_STATUS_CONNECTION\0",
-        4 => "HICACHE_STATUS_AUTH\0",
-        5 => "HICACHE_STATUS_TIMEOUT\0",
-        6 => "HICACHE_STATUS_PROTOCOL\0",
-        7 => "HICACHE_STATUS_SERVER\0",
-        8 => "HICACHE_STATUS_PANIC\0",
-        _ => "HICACHE_STATUS_UNKNOWN\0",
-    };
-    s.as_ptr().cast()
+    static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
+    enum_name::<hicache_status>(&NAMES, status)
 }
 
 /// The name of a `hicache_outcome` value, e.g. "HICACHE_OUTCOME_MISS" (static string;
 /// "HICACHE_OUTCOME_UNKNOWN" for a value that is not an outcome).
 #[no_mangle]
 pub extern "C" fn hicache_valkey_outcome_str(outcome: i32) -> *const c_char {
-    let s: &'static str = match outcome {
-        0 => "HICACHE_OUTCOME_OK\0",
-        1 => "HICACHE_OUTCOME_MISS\0",
-        2 => "HICACHE_OUTCOME_SIZE_MISMATCH\0",
-        3 => "HICACHE_OUTCOME_FOREIGN\0",
-        4 => "HICACHE_OUTCOME_FORMAT_MISMATCH\0",
-        5 => "HICACHE_OUTCOME_CHECKSUM_MISMATCH\0",
-        6 => "HICACHE_OUTCOME_TIMEOUT\0",
-        7 => "HICACHE_OUTCOME_IO_ERROR\0",
-        8 => "HICACHE_OUTCOME_SERVER_ERROR\0",
-        9 => "HICACHE_OUTCOME_OUT_OF_MEMORY\0",
-        _ => "HICACHE_OUTCOME_UNKNOWN\0",
-    };
-    s.as_ptr().cast()
+    static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
+    enum_name::<hicache_outcome>(&NAMES, outcome)
+}
+
+/// The static C string naming `value` of `E` (its names made once, the last one "UNKNOWN").
+fn enum_name<E: CEnum>(names: &'static OnceLock<Vec<CString>>, value: i32) -> *const c_char {
+    let names = names.get_or_init(|| {
+        let unknown = format!("{}UNKNOWN", E::PREFIX);
+        E::ALL.iter().map(|v| v.c_name()).chain(std::iter::once(unknown)).map(|n| CString::new(n).expect("no NUL in a name")).collect()
+    });
+    let i = E::from_value(value).map_or(names.len() - 1, |v| v.value() as usize);
+    names[i].as_ptr()
 }
 
 /// Copies the calling thread's last error message (empty after a call that succeeded with no
@@ -584,13 +635,20 @@ mod tests {
         assert_eq!(name(hicache_valkey_status_str(hicache_status::Auth as i32)), "HICACHE_STATUS_AUTH");
         assert_eq!(name(hicache_valkey_status_str(99)), "HICACHE_STATUS_UNKNOWN");
         assert_eq!(name(hicache_valkey_outcome_str(hicache_outcome::OutOfMemory as i32)), "HICACHE_OUTCOME_OUT_OF_MEMORY");
+        assert_eq!(name(hicache_valkey_outcome_str(-5)), "HICACHE_OUTCOME_UNKNOWN");
+        for v in hicache_status::ALL {
+            assert_eq!(name(hicache_valkey_status_str(*v as i32)), v.c_name());
+        }
+        for v in hicache_outcome::ALL {
+            assert_eq!(name(hicache_valkey_outcome_str(*v as i32)), v.c_name());
+        }
         assert_eq!(name(hicache_valkey_version()), env!("CARGO_PKG_VERSION"));
     }
 
     #[test]
     fn null_arguments_are_rejected_with_a_message() {
         unsafe {
-            assert_eq!(hicache_valkey_options_init(std::ptr::null_mut()), hicache_status::InvalidArgument);
+            assert_eq!(hicache_valkey_options_init(std::ptr::null_mut(), 104), hicache_status::InvalidArgument);
             assert_eq!(hicache_valkey_open(std::ptr::null(), std::ptr::null_mut()), hicache_status::InvalidArgument);
             let mut buf = [0 as c_char; 64];
             let len = hicache_valkey_last_error(buf.as_mut_ptr(), buf.len());
@@ -603,13 +661,17 @@ mod tests {
         }
     }
 
+    use std::mem::size_of;
+
     #[test]
     fn invalid_options_fail_before_connecting() {
         unsafe {
             let mut o = std::mem::zeroed::<hicache_valkey_options>();
             let mut h = std::ptr::null_mut();
             assert_eq!(hicache_valkey_open(&o, &mut h), hicache_status::InvalidArgument, "struct_size 0");
-            assert_eq!(hicache_valkey_options_init(&mut o), hicache_status::Ok);
+            assert_eq!(hicache_valkey_options_init(&mut o, 10), hicache_status::InvalidArgument, "size below the first struct");
+            assert_eq!(hicache_valkey_options_init(&mut o, size_of::<hicache_valkey_options>() + 8), hicache_status::InvalidArgument, "newer header");
+            assert_eq!(hicache_valkey_options_init(&mut o, size_of::<hicache_valkey_options>()), hicache_status::Ok);
             o.port = 0;
             assert_eq!(hicache_valkey_open(&o, &mut h), hicache_status::InvalidConfig);
             assert!(h.is_null());

@@ -35,15 +35,18 @@ impl From<ErrorKind> for hicache_status {
             ErrorKind::Timeout => hicache_status::Timeout,
             ErrorKind::Protocol => hicache_status::Protocol,
             ErrorKind::Server => hicache_status::Server,
+            ErrorKind::Permission => hicache_status::Permission,
         }
     }
 }
 
 /// Runs the body of an export: clears the last error, maps `Err` to its status and message,
-/// and turns a panic into `HICACHE_STATUS_PANIC` instead of unwinding into C.
+/// and turns a panic into `HICACHE_STATUS_PANIC` instead of unwinding into C. The panic's
+/// message goes to the status message and the log, never to the host's stderr.
 pub fn ffi_call(f: impl FnOnce() -> Result<(), Error>) -> hicache_status {
     set_last_error("");
-    match catch_unwind(AssertUnwindSafe(f)) {
+    quiet_panics();
+    match catch_unwind(AssertUnwindSafe(|| crate::quiet::in_library(f))) {
         Ok(Ok(())) => hicache_status::Ok,
         Ok(Err(e)) => {
             set_last_error(e.message());
@@ -59,6 +62,22 @@ pub fn ffi_call(f: impl FnOnce() -> Result<(), Error>) -> hicache_status {
             hicache_status::Panic
         }
     }
+}
+
+/// Installs (once) a panic hook that logs panics raised in library code instead of printing
+/// them, and leaves every other panic of the host process to the hook it had.
+fn quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if crate::quiet::is_in_library() {
+                tracing::error!(panic = %info, "internal error caught at the C boundary");
+            } else {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// Fails with `HICACHE_STATUS_INVALID_ARGUMENT` when `ptr` is NULL.
@@ -81,5 +100,12 @@ mod tests {
         assert!(with_last_error(|m| m.contains("boom")));
         assert_eq!(ffi_call(|| Ok(())), hicache_status::Ok);
         assert!(with_last_error(str::is_empty));
+        // A panic on a thread the library started inside a call is caught the same way.
+        let status = ffi_call(|| {
+            crate::lanes::run_parallel(vec![|| (), || panic!("lane boom")]);
+            Ok(())
+        });
+        assert_eq!(status, hicache_status::Panic);
+        assert!(with_last_error(|m| m.contains("lane boom")));
     }
 }

@@ -37,6 +37,9 @@ pub enum hicache_status {
     Server = 7,
     /// A bug in the library was caught at the C boundary; the handle may be used further.
     Panic = 8,
+    /// The server's ACL does not allow a command this call needs (`NOPERM`); the message names
+    /// the command. See the README for the minimal ACL a deployment needs.
+    Permission = 9,
 }
 
 /// What happened to one key of a batch (an `int32_t` in the `outcomes` arrays).
@@ -64,6 +67,59 @@ pub enum hicache_outcome {
     ServerError = 8,
     /// batch_set: the server is out of memory (maxmemory reached under `noeviction`).
     OutOfMemory = 9,
+    /// The key or value is larger than the server accepts (its `proto-max-bulk-len`, 512 MiB by
+    /// default); it was not sent, the other keys of the batch were. batch_get: segments not
+    /// written.
+    TooLarge = 10,
+}
+
+/// The C enums' value lists, in value order: the names (`hicache_valkey_status_str`, ...) and
+/// the integer conversions are derived from these and the variant names, so the enum
+/// definitions above are the only place a value or a name is written.
+pub trait CEnum: Copy + std::fmt::Debug + 'static {
+    /// The C prefix of every value's name, e.g. `HICACHE_STATUS_`.
+    const PREFIX: &'static str;
+    /// Every value, in value order (values are 0, 1, 2, ...; a test checks this).
+    const ALL: &'static [Self];
+    /// The value's integer.
+    fn value(self) -> i32;
+    /// The value for an integer, if it is one.
+    fn from_value(v: i32) -> Option<Self> {
+        usize::try_from(v).ok().and_then(|i| Self::ALL.get(i).copied())
+    }
+    /// `PREFIX` + the variant name in SCREAMING_SNAKE_CASE (as cbindgen spells it).
+    fn c_name(self) -> String {
+        let mut out = Self::PREFIX.to_string();
+        for (i, ch) in format!("{self:?}").chars().enumerate() {
+            if ch.is_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_uppercase());
+        }
+        out
+    }
+}
+
+impl CEnum for hicache_status {
+    const PREFIX: &'static str = "HICACHE_STATUS_";
+    const ALL: &'static [Self] = {
+        use hicache_status::*;
+        &[Ok, InvalidArgument, InvalidConfig, Connection, Auth, Timeout, Protocol, Server, Panic, Permission]
+    };
+    fn value(self) -> i32 {
+        self as i32
+    }
+}
+
+impl CEnum for hicache_outcome {
+    const PREFIX: &'static str = "HICACHE_OUTCOME_";
+    const ALL: &'static [Self] = {
+        use hicache_outcome::*;
+        &[Ok, Miss, SizeMismatch, Foreign, FormatMismatch, ChecksumMismatch, Timeout, IoError, ServerError, OutOfMemory, TooLarge]
+    };
+    fn value(self) -> i32 {
+        self as i32
+    }
 }
 
 /// A page key: `len` bytes at `ptr`, binary-safe, not empty. The library adds the namespace.
@@ -90,7 +146,13 @@ pub struct hicache_value {
     pub count: usize,
 }
 
-/// Options of `hicache_valkey_open`. Fill with `hicache_valkey_options_init`, then set fields:
+/// Size of the first published `hicache_valkey_options` (version 0.1). A caller compiled
+/// against that header passes this size to `hicache_valkey_options_init`; later versions only
+/// append fields, so every older size stays accepted.
+pub const HICACHE_VALKEY_OPTIONS_V1_SIZE: u32 = 104;
+
+/// Options of `hicache_valkey_open`. Fill with `HICACHE_VALKEY_OPTIONS_INIT(&opts)` (that is,
+/// `hicache_valkey_options_init(&opts, sizeof opts)`), then set fields:
 /// strings left NULL and integers left `HICACHE_VALKEY_UNSET` come from the environment
 /// (`VALKEY_URL`, `VALKEY_HOST`, `VALKEY_PORT`, `VALKEY_DB`, `VALKEY_USERNAME`,
 /// `VALKEY_PASSWORD`, `HICACHE_VALKEY_*`), else from the defaults. Strings are NUL-terminated
@@ -98,8 +160,9 @@ pub struct hicache_value {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct hicache_valkey_options {
-    /// `sizeof(hicache_valkey_options)` as the caller was compiled; lets newer libraries accept
-    /// older callers. Set by `hicache_valkey_options_init`.
+    /// `sizeof(hicache_valkey_options)` as the caller was compiled, set by
+    /// `hicache_valkey_options_init`; lets a newer library serve an older caller (fields past
+    /// `struct_size` are treated as unset).
     pub struct_size: u32,
     /// TCP port, 1-65535 (default 6379).
     pub port: i32,
@@ -137,6 +200,10 @@ pub struct hicache_valkey_options {
     pub password: *const c_char,
     /// Model name (default "default"); may contain any character.
     pub model_name: *const c_char,
+    // ---- appended in 0.2 (callers built against 0.1 pass HICACHE_VALKEY_OPTIONS_V1_SIZE) ----
+    /// Path of the server's Unix domain socket (`VALKEY_SOCKET`, or a `unix://` URL); when set,
+    /// `host` and `port` are not used.
+    pub socket_path: *const c_char,
 }
 
 /// Statistics filled by `hicache_stats`. Set `struct_size` to
@@ -191,6 +258,8 @@ pub struct hicache_stats {
     pub exists_p99_us: u64,
     /// Primaries of the Valkey Cluster the server figures are summed over; 0 for one server.
     pub cluster_primaries: u64,
+    /// Primaries that did not answer: their figures are missing from the sums above.
+    pub unreachable_primaries: u64,
 }
 
 #[cfg(test)]
@@ -206,11 +275,33 @@ mod tests {
         assert_eq!(offset_of!(hicache_valkey_options, is_mla), 52);
         assert_eq!(offset_of!(hicache_valkey_options, value_format), 56);
         assert_eq!(offset_of!(hicache_valkey_options, model_name), 96);
-        assert_eq!(size_of::<hicache_valkey_options>(), 104);
+        assert_eq!(offset_of!(hicache_valkey_options, socket_path), 104);
+        assert_eq!(size_of::<hicache_valkey_options>(), 112);
+        assert_eq!(HICACHE_VALKEY_OPTIONS_V1_SIZE, 104, "the first published size never changes");
         assert_eq!(offset_of!(hicache_stats, model_keys), 8);
         assert_eq!(offset_of!(hicache_stats, used_memory_human), 32);
-        assert_eq!(size_of::<hicache_stats>(), 352);
+        assert_eq!(size_of::<hicache_stats>(), 360);
         assert_eq!(align_of::<hicache_stats>(), 8);
+    }
+
+    /// `ALL` lists every value once, in value order, and as many values as the header has.
+    #[test]
+    fn enum_value_lists_are_complete() {
+        fn check<E: CEnum>() {
+            for (i, v) in E::ALL.iter().enumerate() {
+                assert_eq!(v.value(), i as i32, "{v:?}");
+                assert_eq!(E::from_value(i as i32).map(E::value), Some(i as i32));
+            }
+            assert!(E::from_value(-1).is_none() && E::from_value(E::ALL.len() as i32).is_none());
+            let header = include_str!("../../include/hicache_valkey.h");
+            let in_header = header.lines().filter(|l| l.trim_start().starts_with(E::PREFIX) && l.contains(" = ")).count();
+            assert_eq!(E::ALL.len(), in_header, "{} values in ALL vs the header", E::PREFIX);
+            for v in E::ALL {
+                assert!(header.contains(&format!("{} = {},", v.c_name(), v.value())), "{} not in the header", v.c_name());
+            }
+        }
+        check::<hicache_status>();
+        check::<hicache_outcome>();
     }
 
     #[test]

@@ -9,3 +9,4 @@ mod server;
 
 pub use data::*;
 pub use server::*;
+pub mod fake;

@@ -4,7 +4,8 @@ SGLang is imported only when one of the names below is first used, so ``hicache_
 ``hicache_valkey.sglang.launch_server``'s argument rewriting) work without SGLang installed.
 
 * ``ValkeyHiCacheStorage`` -- the backend class SGLang's ``dynamic`` backend path loads
-  (``module_path="hicache_valkey.sglang"``, ``class_name="ValkeyHiCacheStorage"``).
+  (``module_path="hicache_valkey.sglang"``, ``class_name="ValkeyHiCacheStorage"``): v0, v1 and
+  the v2 interface of hybrid models (Mamba / SWA / draft / indexer side pools, see ``.hybrid``).
 * ``create_backend(config, mem_pool_host=None, host=..., port=..., db=...)`` -- programmatic
   creation through SGLang's ``StorageBackendFactory.create_backend("dynamic", ...)``.
 * ``python -m hicache_valkey.sglang.launch_server <sglang args> --hicache-storage-backend valkey``
@@ -25,6 +26,8 @@ _LAZY = {
     "SETTING_TYPES": ".backend",
     "describe_pool": ".page_format",
     "PageFormat": ".page_format",
+    "describe_side_pool": ".page_format",
+    "SidePoolFormat": ".page_format",
     "rewrite_argv": ".launch_server",
     "extra_config_from_env": ".launch_server",
 }

@@ -1,4 +1,5 @@
-"""``ValkeyHiCacheStorage``: SGLang's HiCacheStorage (v0 and v1) over the C library.
+"""``ValkeyHiCacheStorage``: SGLang's HiCacheStorage (v0, v1 and the hybrid models' v2) over the
+C library.
 
 Imported by SGLang through its ``dynamic`` storage backend path::
 
@@ -23,10 +24,15 @@ from sglang.srt.mem_cache.hicache_storage import (
     HiCacheStorage,
     HiCacheStorageConfig,
     HiCacheStorageExtraInfo,
+    PoolHitPolicy,
+    PoolName,
+    PoolTransfer,
+    PoolTransferResult,
 )
 
 from ..errors import HiCacheValkeyError, InvalidConfigError
 from ..store import ValkeyStore, buffer_address
+from .hybrid import KV, SidePools, block_group_pages, leading_run, pool_name, trailing_restorable
 from .page_format import UNREGISTERED, PageFormat, describe_pool
 
 logger = logging.getLogger(__name__)
@@ -115,8 +121,13 @@ class ValkeyHiCacheStorage(HiCacheStorage):
     * v0: ``get``/``set``/``batch_get``/``batch_set`` on the flat page tensors the controller
       passes, zero-copy; pages are stored in the same byte order as v1.
     * ``batch_exists``: one pipelined EXISTS batch, the leading hit count.
+    * v2 (hybrid models: Mamba, SWA, draft, indexer, DeepSeek-V4 pools): ``batch_exists_v2`` /
+      ``batch_get_v2`` / ``batch_set_v2`` move each side pool registered through
+      ``register_mem_host_pool_v2`` in one C call per pool, with the pool's own format
+      fingerprint and key namespace (see :mod:`.hybrid`); a transfer named ``"kv"`` takes the v1
+      path. None of them raises: failures are misses.
 
-    Keys: ``hicache:{model}:{tp_rank}:{tp_size}:{key}`` (MLA: ``hicache:{model}:{key}``), plus
+    Keys: ``hicache:{model}:t{tp_rank}of{tp_size}:{key}`` (MLA: ``hicache:{model}:mla:{key}``), plus
     ``pp{r}of{n}`` / ``cp{r}of{n}`` parts under pipeline / context parallelism. Values carry the
     pool's format fingerprint (see :mod:`.page_format`): a page written with another layout,
     dtype or geometry is a miss, never wrong data.
@@ -158,6 +169,11 @@ class ValkeyHiCacheStorage(HiCacheStorage):
         )
         self.mem_pool_host = None
         self.page_format: Optional[PageFormat] = None
+        #: The anchor pool has no bytes of its own (SGLang's LogicalHostPool, DeepSeek-V4): its
+        #: pages live entirely in KV-derived side pools.
+        self.kv_is_logical = False
+        self.registered_pools: Dict[str, Any] = {}
+        self._side = SidePools(self._open_side_store)
         self._swap_lock = threading.Lock()
         self._metrics_lock = threading.Lock()
         self._prefetch_pgs: List[int] = []
@@ -173,6 +189,11 @@ class ValkeyHiCacheStorage(HiCacheStorage):
     def _open(self, value_format: int) -> ValkeyStore:
         return ValkeyStore(**self.settings, **self._namespace, value_format=value_format)
 
+    def _open_side_store(self, value_format: int, per_rank: bool) -> ValkeyStore:
+        ns = dict(self._namespace)
+        ns["is_mla"] = not per_rank  # per-rank pools keep tp_rank/tp_size in their keys
+        return ValkeyStore(**self.settings, **ns, value_format=value_format)
+
     @property
     def value_format(self) -> int:
         """The fingerprint stored in (and required of) every value."""
@@ -181,12 +202,16 @@ class ValkeyHiCacheStorage(HiCacheStorage):
     def register_mem_pool_host(self, mem_pool_host) -> None:
         super().register_mem_pool_host(mem_pool_host)
         if getattr(mem_pool_host, "kv_buffer", None) is None:
-            logger.warning(
-                "hicache-valkey: host pool %s has no kv_buffer (a logical anchor); pages cannot "
-                "be stored", type(mem_pool_host).__name__,
+            # A logical anchor (DeepSeek-V4's LogicalHostPool) only owns allocation indices;
+            # the bytes of its pages are in the KV-derived side pools (v2).
+            logger.info(
+                "hicache-valkey: host pool %s has no kv_buffer (a logical anchor): its pages are "
+                "stored through the side pools only", type(mem_pool_host).__name__,
             )
             self.page_format = None
+            self.kv_is_logical = True
             return
+        self.kv_is_logical = False
         fmt = describe_pool(mem_pool_host, interface_v1=self.interface_v1)
         with self._swap_lock:
             if fmt.fingerprint != self._store.value_format:
@@ -230,6 +255,11 @@ class ValkeyHiCacheStorage(HiCacheStorage):
         d = self._store.stats()
         d["model_name"] = self.model_name
         d["value_format"] = self._store.value_format
+        d["side_pools"] = {
+            n: {"value_format": p.fmt.fingerprint, "entry_bytes": p.fmt.entry_bytes, "per_rank": p.per_rank,
+                "zero_copy": p.fmt.zero_copy, "usable": p.usable}
+            for n, p in self._side.all().items()
+        }
         return d
 
     # -- v1: zero-copy from the host pool ------------------------------------------------------
@@ -239,7 +269,18 @@ class ValkeyHiCacheStorage(HiCacheStorage):
         if fmt is None or not fmt.segment_sizes:
             logger.error("hicache-valkey: %s before a host pool with zero-copy metadata was registered", what)
             return None
-        ptrs, sizes = self.mem_pool_host.get_page_buffer_meta(host_indices)
+        page_size = int(self.mem_pool_host.page_size)
+        if host_indices is None or int(host_indices.numel()) != len(keys) * page_size:
+            logger.error(
+                "hicache-valkey: %s with %d keys and %s host indices (expected %d per page)", what, len(keys),
+                None if host_indices is None else int(host_indices.numel()), page_size,
+            )
+            return None
+        try:
+            ptrs, sizes = self.mem_pool_host.get_page_buffer_meta(host_indices)
+        except Exception as e:
+            logger.error("hicache-valkey: %s: the host pool gave no buffer metadata: %s", what, e)
+            return None
         per = fmt.segments_per_page
         if len(ptrs) != per * len(keys):
             logger.error(
@@ -254,6 +295,8 @@ class ValkeyHiCacheStorage(HiCacheStorage):
         n = len(keys)
         if n == 0:
             return []
+        if self.kv_is_logical:
+            return [True] * n  # nothing to move: the side pools (v2) carry the bytes
         seg = self._v1_segments(keys, host_indices, "batch_get_v1")
         if seg is None:
             return [False] * n
@@ -276,9 +319,10 @@ class ValkeyHiCacheStorage(HiCacheStorage):
         n = len(keys)
         if n == 0:
             return []
-        if not self.is_storage_writer:
+        if not self.is_storage_writer or self.kv_is_logical:
             # MLA: one rank writes the copy all ranks share. SGLang's controller skips backups on
-            # the other ranks and counts them as done (backup_skip); do the same here.
+            # the other ranks and counts them as done (backup_skip); do the same here. A logical
+            # anchor has no bytes to write.
             return [True] * n
         seg = self._v1_segments(keys, host_indices, "batch_set_v1")
         if seg is None:
@@ -387,12 +431,15 @@ class ValkeyHiCacheStorage(HiCacheStorage):
     ) -> bool:
         n = len(keys)
         if n == 0:
-            return True
-        if not self.is_storage_writer:
-            return True  # see batch_set_v1
+            return False  # nothing was stored (SGLang never backs up an empty batch)
         if values is None or len(values) != n:
             logger.error("hicache-valkey: batch_set needs one value per key")
             return False
+        if any(v is None for v in values):
+            logger.error("hicache-valkey: batch_set with a None value")
+            return False
+        if not self.is_storage_writer:
+            return True  # see batch_set_v1
         t0 = time.perf_counter()
         try:
             ptrs, sizes, counts, _, _, keep = self._v0_batch(keys, values, False)
@@ -420,10 +467,184 @@ class ValkeyHiCacheStorage(HiCacheStorage):
             logger.warning("hicache-valkey: batch_exists of %d keys failed: %s", len(keys), e)
             return 0
 
+    # -- v2: the side pools of hybrid models -------------------------------------------------
+
+    def register_mem_host_pool_v2(self, host_pool, host_pool_name) -> None:
+        """One pool of a hybrid model's host pool group (the anchor comes again as "kv"). Also
+        called later for a pool that joins at run time (the MTP draft pool). Never raises: a
+        pool that cannot be stored is logged and its transfers are misses."""
+        try:
+            super().register_mem_host_pool_v2(host_pool, host_pool_name)
+            name = pool_name(host_pool_name)
+            if name == KV:
+                if self.mem_pool_host is None:
+                    self.register_mem_pool_host(host_pool)
+                elif host_pool is not self.mem_pool_host:
+                    logger.warning(
+                        "hicache-valkey: a \"kv\" pool (%s) other than the anchor (%s) was registered; "
+                        "KV pages keep moving through the anchor", type(host_pool).__name__,
+                        type(self.mem_pool_host).__name__,
+                    )
+                return
+            self._side.register(name, host_pool, self.is_mla)
+        except Exception:
+            logger.exception("hicache-valkey: registering host pool %r failed", host_pool_name)
+
+    def on_host_pools_registered(self) -> None:
+        pools = self._side.all()
+        bad = sorted(n for n, p in pools.items() if not p.usable)
+        logger.info(
+            "hicache-valkey: host pools registered: kv (%s)%s%s",
+            "logical" if self.kv_is_logical else type(self.mem_pool_host).__name__ if self.mem_pool_host is not None else "none",
+            "".join(f", {n}" for n in sorted(pools)),
+            f"; unusable (their transfers will miss): {bad}" if bad else "",
+        )
+
+    def side_pool_formats(self) -> Dict[str, int]:
+        """Pool name -> value-format fingerprint of every registered side pool."""
+        return {n: p.fmt.fingerprint for n, p in self._side.all().items()}
+
+    def batch_exists_v2(
+        self,
+        keys: List[str],
+        pool_transfers: Optional[List[PoolTransfer]] = None,
+        extra_info: Optional[HiCacheStorageExtraInfo] = None,
+    ) -> PoolTransferResult:
+        """Which prefixes of ``keys`` (the queried span's page keys) can be restored.
+
+        KV hits are the leading run of present pages. Each side pool is looked up under the page
+        keys of the span (its transfer's keys are placeholders at query time; only their count,
+        the trailing window, matters): an ALL_PAGES pool restores a prefix up to its first missing
+        entry; a TRAILING_PAGES pool with window w restores prefix p only if entries
+        [max(0, p - w), p) are present; a BLOCK_GROUPS pool reports the pages its leading
+        complete key groups cover and gates nothing. ``restorable_prefix_pages`` is the
+        intersection over all pools (it can have holes), ``kv_hit_pages`` its maximum and
+        ``extra_pool_hit_pages`` each pool's own boundary."""
+        try:
+            return self._exists_v2(list(keys or []), list(pool_transfers or []))
+        except Exception:
+            logger.exception("hicache-valkey: batch_exists_v2 of %d keys failed", len(keys or []))
+            return PoolTransferResult(0, {}, [])
+
+    def _exists_v2(self, keys: List[str], transfers: List[PoolTransfer]) -> PoolTransferResult:
+        n = len(keys)
+        if n == 0:
+            return PoolTransferResult(0, {}, [])
+        side_transfers = [t for t in transfers if pool_name(t.name) != KV]
+        if self.kv_is_logical:
+            # No KV bytes to look up: the KV-derived side pools decide. Without one, nothing.
+            data = any(
+                (p := self._side.get(t.name)) is not None and p.usable for t in side_transfers
+            )
+            kv_pages = n if data else 0
+        else:
+            try:
+                kv_pages = self._store.leading_hits(keys)
+            except HiCacheValkeyError as e:
+                logger.warning("hicache-valkey: batch_exists_v2 of %d keys failed: %s", n, e)
+                kv_pages = 0
+        hits: Dict[Any, int] = {PoolName.KV: kv_pages}
+        if kv_pages == 0:
+            return PoolTransferResult(0, hits, [])
+        span = keys[:kv_pages]
+        restorable = set(range(1, kv_pages + 1))
+        for t in side_transfers:
+            side = self._side.get(t.name)
+            found = [False] * kv_pages
+            if side is None or not side.usable:
+                logger.warning("hicache-valkey: batch_exists_v2 for pool %s, which cannot be stored", pool_name(t.name))
+            else:
+                try:
+                    found = side.exists(span)
+                except HiCacheValkeyError as e:
+                    logger.warning("hicache-valkey: batch_exists_v2 on pool %s failed: %s", side.name, e)
+            policy = t.hit_policy
+            if policy == PoolHitPolicy.ALL_PAGES:
+                boundary = leading_run(found)
+                pool_set: Optional[set] = set(range(1, boundary + 1))
+            elif policy == PoolHitPolicy.TRAILING_PAGES:
+                window = max(1, len(t.keys) if t.keys else 1)
+                ok = trailing_restorable(found, window)
+                boundary = ok[-1] if ok else 0
+                pool_set = set(ok)
+            elif policy == getattr(PoolHitPolicy, "BLOCK_GROUPS", object()):
+                boundary = block_group_pages(found, getattr(t, "group_pages", 0))
+                pool_set = None  # its own verdict only; it never gates the KV hit
+            else:
+                logger.warning("hicache-valkey: unknown hit policy %r for pool %s: not restorable", policy, pool_name(t.name))
+                boundary, pool_set = 0, set()
+            if boundary:
+                hits[t.name] = boundary
+            if pool_set is not None:
+                restorable &= pool_set
+        ordered = sorted(restorable)
+        return PoolTransferResult(ordered[-1] if ordered else 0, hits, ordered)
+
+    def batch_get_v2(
+        self, transfers: List[PoolTransfer], extra_info: Optional[HiCacheStorageExtraInfo] = None
+    ) -> Dict[Any, List[bool]]:
+        """Reads every transfer's entries into its pool at its host indices (the pool's own index
+        space; a KV-derived pool's are KV's). ``{pool: [bool] * len(keys)}``."""
+        return self._batch_io_v2(transfers, write=False)
+
+    def batch_set_v2(
+        self, transfers: List[PoolTransfer], extra_info: Optional[HiCacheStorageExtraInfo] = None
+    ) -> Dict[Any, List[bool]]:
+        """Writes every transfer's entries from its pool. ``{pool: [bool] * len(keys)}``."""
+        return self._batch_io_v2(transfers, write=True)
+
+    def _batch_io_v2(self, transfers: Optional[List[PoolTransfer]], write: bool) -> Dict[Any, List[bool]]:
+        results: Dict[Any, List[bool]] = {}
+        for t in transfers or []:
+            n = len(t.keys or [])
+            try:
+                r = self._transfer_v2(t, write)
+            except Exception:
+                logger.exception("hicache-valkey: batch_%s_v2 on pool %s failed", "set" if write else "get", pool_name(t.name))
+                r = [False] * n
+            if t.name in results:  # two transfers of one pool: one flag per entry of each, in order
+                results[t.name] = results[t.name] + r
+            else:
+                results[t.name] = r
+        return results
+
+    def _transfer_v2(self, t: PoolTransfer, write: bool) -> List[bool]:
+        keys = list(t.keys or [])
+        n = len(keys)
+        if n == 0:
+            return []
+        name = pool_name(t.name)
+        if name == KV:
+            if self.mem_pool_host is None:
+                return [False] * n
+            return self.batch_set_v1(keys, t.host_indices) if write else self.batch_get_v1(keys, t.host_indices)
+        side = self._side.get(name)
+        if side is None or not side.usable:
+            logger.warning(
+                "hicache-valkey: batch_%s_v2 for pool %s, which %s", "set" if write else "get", name,
+                "was never registered" if side is None else f"cannot be stored ({side.error})",
+            )
+            return [False] * n
+        hi = t.host_indices
+        if hi is None or int(hi.numel()) != n * side.fmt.page_size:
+            logger.error(
+                "hicache-valkey: pool %s: %d keys but %s host indices (expected %d per entry)",
+                name, n, None if hi is None else int(hi.numel()), side.fmt.page_size,
+            )
+            return [False] * n
+        if write and not side.per_rank and not self.is_storage_writer:
+            return [True] * n  # a shared pool: the writer rank stores the copy (see batch_set_v1)
+        try:
+            return side.set(keys, hi) if write else side.get(keys, hi)
+        except HiCacheValkeyError as e:
+            logger.warning("hicache-valkey: batch_%s_v2 of %d entries of pool %s failed: %s", "set" if write else "get", n, name, e)
+            return [False] * n
+
     # -- housekeeping --------------------------------------------------------------------------
 
     def clear(self) -> bool:
-        """Deletes this model's pages (every rank, every format) -- and nothing else."""
+        """Deletes this model's pages (every rank, every format, every side pool) -- and nothing
+        else."""
         try:
             n = self._store.clear()
         except HiCacheValkeyError as e:
@@ -433,6 +654,8 @@ class ValkeyHiCacheStorage(HiCacheStorage):
         return True
 
     def close(self) -> None:
+        """Closes every connection (SGLang's detach calls it). Idempotent."""
+        self._side.close()
         self._store.close()
 
 

@@ -156,3 +156,126 @@ def describe_pool(pool: Any, interface_v1: bool = True) -> PageFormat:
 
 #: Format used before a pool is registered (v0 calls with raw tensors).
 UNREGISTERED = fingerprint_of({"schema": SCHEMA, "pool": None})
+
+
+# -- side pools of hybrid models (v2) -------------------------------------------------------------
+
+SIDE_SCHEMA = "hicache-valkey/sglang-side-pool/1"
+
+#: Attributes that decide the bytes of one entry of a side pool (those the pool has). Covers the
+#: KV-like pools (SWA, draft: head/layer geometry), Mamba state pools (state shapes and dtypes),
+#: and the indexer / DeepSeek-V4 pools (their strides and dtypes).
+_SIDE_ATTRS = (
+    "dtype",
+    "layer_num",
+    "target_layer_num",
+    "head_num",
+    "head_dim",
+    "v_head_dim",
+    "kv_cache_dim",
+    "kv_lora_rank",
+    "qk_rope_head_dim",
+    "head_group_num",
+    "num_mamba_layers",
+    "temporal_state_shape",
+    "temporal_dtype",
+    "conv_state_shapes",
+    "conv_dtype",
+    "index_head_dim",
+    "indexer_dtype",
+    "indexer_page_stride_size",
+    "size_per_token",
+    "storage_format_tag",
+    "stores_page_envelope",
+    "dcp_size",
+)
+
+
+@dataclass(frozen=True)
+class SidePoolFormat:
+    """What the backend needs to know about one side pool (``register_mem_host_pool_v2``).
+
+    An *entry* is what one key stores: one page of the pool (``page_size`` slots; a Mamba pool has
+    page_size 1, so an entry is one request state).
+    """
+
+    description: Dict[str, Any]
+    fingerprint: int
+    page_size: int
+    #: Sizes of one entry's buffers from get_page_buffer_meta, in order (empty: no zero-copy).
+    segment_sizes: Tuple[int, ...]
+    #: Bytes of one stored entry.
+    entry_bytes: int
+
+    @property
+    def zero_copy(self) -> bool:
+        return bool(self.segment_sizes)
+
+    @property
+    def segments_per_entry(self) -> int:
+        return len(self.segment_sizes)
+
+
+def _slot_state_signature(pool: Any) -> Optional[List[str]]:
+    bufs = getattr(pool, "slot_state_buffers", None)
+    if not bufs:
+        return None
+    return [f"{tuple(b.shape[1:])}:{b.dtype}" for b in bufs]
+
+
+def describe_side_pool(pool: Any, name: str) -> SidePoolFormat:
+    """The :class:`SidePoolFormat` of a hybrid model's side pool (any SGLang host pool class).
+
+    Entries move zero-copy through ``get_page_buffer_meta`` when the pool provides it; otherwise
+    (e.g. a Mamba pool with registered side states) through ``get_data_page`` /
+    ``set_from_flat_data_page``. Which one is part of the fingerprint, so the two byte orders never
+    meet.
+    """
+    import torch
+
+    page_size = int(getattr(pool, "page_size", 1) or 1)
+    d: Dict[str, Any] = {
+        "schema": SIDE_SCHEMA,
+        "role": str(getattr(name, "value", name)),
+        "pool": type(pool).__name__,
+        "layout": str(getattr(pool, "layout", "?")),
+        "page_size": page_size,
+    }
+    for attr in _SIDE_ATTRS:
+        if hasattr(pool, attr):
+            try:
+                d[attr] = _plain(getattr(pool, attr))
+            except Exception:  # a property that needs state this pool lacks
+                continue
+    slots = _slot_state_signature(pool)
+    if slots:
+        d["slot_states"] = slots
+    sizes: List[int] = []
+    try:
+        _, raw = pool.get_page_buffer_meta(torch.arange(page_size, dtype=torch.int64))
+        sizes = [int(s) for s in raw]
+        if not sizes or any(s <= 0 for s in sizes):
+            sizes = []
+    except Exception as e:  # no zero-copy metadata: whole-entry copies
+        d["meta_error"] = type(e).__name__
+        sizes = []
+    d["segments"] = sizes
+    if sizes:
+        d["byte_order"] = "buffers"
+        entry_bytes = sum(sizes)
+    else:
+        d["byte_order"] = "flat-data-page"
+        try:
+            page = pool.get_dummy_flat_data_page()
+            entry_bytes = int(page.numel()) * int(page.element_size())
+        except Exception as e:
+            d["flat_error"] = type(e).__name__
+            entry_bytes = 0
+    d["entry_bytes"] = entry_bytes
+    return SidePoolFormat(
+        description=d,
+        fingerprint=fingerprint_of(d),
+        page_size=page_size,
+        segment_sizes=tuple(sizes),
+        entry_bytes=entry_bytes,
+    )

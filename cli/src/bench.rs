@@ -1,15 +1,15 @@
 //! `hicache-valkey bench`: batch_set / batch_get / batch_exists through the C ABI against a local
 //! valkey-server, side by side with valkey-benchmark (the server's ceiling) and the valkey-py
-//! peer script (the plain Python approach), with RSS, CPU and latency figures; prints a table and
-//! writes JSON and a PNG plot.
+//! peer script (the plain Python approach, `bench/peer_valkey_py.py`), with RSS, CPU and latency
+//! figures. The report (`report.rs`) is printed as a table and written as JSON and an SVG chart
+//! (`chart.rs`).
 
 use crate::client::{outcome_name, version, Batch, Handle, OpenOptions};
-use crate::plot;
 use crate::refs::{self, Peer, Target, VbRun};
-use crate::{human_bytes, AnyResult};
-use serde_json::{json, Value};
+use crate::report::{self, Report, RunFacts};
+use crate::{chart, AnyResult};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -39,9 +39,13 @@ pub struct BenchArgs {
     /// Where to write the JSON results.
     #[arg(long, default_value = "hicache-valkey-bench.json")]
     json: PathBuf,
-    /// Where to write the PNG plot.
-    #[arg(long, default_value = "hicache-valkey-bench.png")]
+    /// Where to write the SVG chart.
+    #[arg(long, default_value = "hicache-valkey-bench.svg")]
     plot: PathBuf,
+    /// Measure nothing: draw the chart (--plot) and print the table of a saved report (a --json
+    /// file of an earlier run).
+    #[arg(long, value_name = "REPORT.json")]
+    replot: Option<PathBuf>,
     /// Skip the valkey-benchmark reference.
     #[arg(long)]
     no_valkey_benchmark: bool,
@@ -51,7 +55,7 @@ pub struct BenchArgs {
     /// Python with `valkey` and `numpy` for the peer script [default: $HICACHE_VALKEY_PEER_PYTHON, else python3].
     #[arg(long)]
     peer_python: Option<PathBuf>,
-    /// The peer script [default: ../shared/bench/peer_valkey_py.py next to the source tree].
+    /// The peer script [default: bench/peer_valkey_py.py of the source tree].
     #[arg(long)]
     peer_script: Option<PathBuf>,
     /// Skip measuring the cost of the xxh3 payload checksum.
@@ -62,14 +66,14 @@ pub struct BenchArgs {
     latency_samples: Option<usize>,
 }
 
-struct Plan {
-    sizes: Vec<usize>,
-    min_bytes: u64,
-    reps: usize,
-    latency_samples: usize,
-    vb_clients: Vec<u32>,
-    vb_pipelines: Vec<u32>,
-    exists_calls: usize,
+pub struct Plan {
+    pub sizes: Vec<usize>,
+    pub min_bytes: u64,
+    pub reps: usize,
+    pub latency_samples: usize,
+    pub vb_clients: Vec<u32>,
+    pub vb_pipelines: Vec<u32>,
+    pub exists_calls: usize,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -114,7 +118,7 @@ fn progress(msg: &str) {
 }
 
 /// best (max) and median of throughput samples.
-fn best_median(v: &[f64]) -> (f64, f64) {
+pub fn best_median(v: &[f64]) -> (f64, f64) {
     let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     s.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
     if s.is_empty() {
@@ -191,40 +195,22 @@ fn stamp(base: *mut u8, size: usize, pages: usize, batch: usize, rep: usize) -> 
         .collect()
 }
 
+/// One operation's samples, one per repetition.
 #[derive(Default, Clone)]
-struct OpFigures {
-    gbps: Vec<f64>,
+pub struct OpFigures {
+    pub gbps: Vec<f64>,
     /// Cores' worth of CPU used by other processes during each repetition.
-    foreign: Vec<f64>,
-    server_cpu: Vec<f64>,
-    client_cpu: Vec<f64>,
+    pub foreign: Vec<f64>,
+    pub server_cpu: Vec<f64>,
+    pub client_cpu: Vec<f64>,
 }
 
-impl OpFigures {
-    fn json(&self) -> Value {
-        let (best, med) = best_median(&self.gbps);
-        json!({
-            "best_GBps": r3(best), "median_GBps": r3(med), "runs_GBps": self.gbps.iter().map(|v| r3(*v)).collect::<Vec<_>>(),
-            "server_cpu": r3(best_median(&self.server_cpu).1), "client_cpu": r3(best_median(&self.client_cpu).1),
-            "foreign_cores": self.foreign.iter().map(|v| r3(*v)).collect::<Vec<_>>(),
-        })
-    }
-}
-
-fn r3(v: f64) -> Value {
-    if v.is_finite() {
-        json!((v * 1000.0).round() / 1000.0)
-    } else {
-        Value::Null
-    }
-}
-
-struct OursResult {
-    set: OpFigures,
-    get: OpFigures,
+pub struct OursResult {
+    pub set: OpFigures,
+    pub get: OpFigures,
     /// VmHWM growth over the buffers' RSS while the figure ran.
-    rss_growth: u64,
-    hwm_reset: bool,
+    pub rss_growth: u64,
+    pub hwm_reset: bool,
 }
 
 /// A timed call: wall time, plus server and client CPU over the same interval.
@@ -337,10 +323,10 @@ fn measure_ours(h: &Handle, size: usize, p: &Plan, args: &BenchArgs, pid: Option
     Ok(res)
 }
 
-struct VbBest {
-    set: Option<VbRun>,
-    get: Option<VbRun>,
-    runs: Vec<VbRun>,
+pub struct VbBest {
+    pub set: Option<VbRun>,
+    pub get: Option<VbRun>,
+    pub runs: Vec<VbRun>,
 }
 
 fn measure_vb(t: &Target, size: usize, p: &Plan, keyspace: u64, pid: Option<u32>) -> Result<VbBest, String> {
@@ -371,36 +357,29 @@ fn prefill(t: &Target, size: usize, keyspace: u64) -> Result<(), String> {
     refs::prefill(t, size, keyspace).map_err(|e| format!("cannot prefill valkey-benchmark's keys: {e}"))
 }
 
-fn vb_json(r: &VbRun) -> Value {
-    json!({"test": r.test, "clients": r.clients, "pipeline": r.pipeline, "requests": r.requests, "rps": r3(r.rps),
-           "GBps": r3(r.gbps), "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "server_cpu": r3(r.server_cpu)})
+pub struct SizeResult {
+    pub size: usize,
+    pub ours: OursResult,
+    pub checksum: Option<OursResult>,
+    pub vb: Option<VbBest>,
+    pub peer: Option<Peer>,
+    pub notes: Vec<String>,
 }
 
-struct SizeResult {
-    size: usize,
-    ours: OursResult,
-    checksum: Option<OursResult>,
-    vb: Option<VbBest>,
-    peer: Option<Peer>,
-    notes: Vec<String>,
-}
-
-fn ratio(a: f64, b: Option<f64>) -> f64 {
-    match b {
-        Some(b) if b > 0.0 => a / b,
-        _ => f64::NAN,
-    }
-}
-
-fn fmt_opt(v: f64, width: usize, prec: usize) -> String {
-    if v.is_finite() {
-        format!("{v:>width$.prec$}")
-    } else {
-        format!("{:>width$}", "-")
-    }
+/// `bench --replot REPORT.json`: the table and the chart of a saved report.
+fn replot(from: &Path, args: &BenchArgs) -> AnyResult<()> {
+    let text = std::fs::read_to_string(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+    let rep: Report = serde_json::from_str(&text).map_err(|e| format!("{} is not a bench report: {e}", from.display()))?;
+    report::print(&rep);
+    chart::write_svg(&rep, &args.plot).map_err(|e| format!("cannot write {}: {e}", args.plot.display()))?;
+    println!("\nwrote {}", args.plot.display());
+    Ok(())
 }
 
 pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &BenchArgs) -> AnyResult<()> {
+    if let Some(from) = &args.replot {
+        return replot(from, args);
+    }
     let started = Instant::now();
     let mut settings = settings.clone();
     let model = settings.model_name.clone().unwrap_or_else(|| "hicache-bench".into());
@@ -464,28 +443,40 @@ pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &Bench
         progress("server CPU is not measured (its process is not visible from here)");
     }
 
-    // References available?
-    let have_vb = !args.no_valkey_benchmark && refs::run_bounded(std::process::Command::new("valkey-benchmark").arg("--version"), Duration::from_secs(10)).is_ok();
-    if !args.no_valkey_benchmark && !have_vb {
-        progress("valkey-benchmark not found: skipping that reference (scripts/install-deps.sh installs it)");
+    // References available? What is skipped is said on stderr now and in the report's notes.
+    let mut notes = Vec::new();
+    let mut skip = |what: String| {
+        progress(&what);
+        notes.push(what);
+    };
+    let mut have_vb = !args.no_valkey_benchmark;
+    if have_vb && refs::run_bounded(std::process::Command::new("valkey-benchmark").arg("--version"), Duration::from_secs(10)).is_err() {
+        skip("valkey-benchmark not found: that reference is skipped (scripts/install-deps.sh installs it)".into());
+        have_vb = false;
     }
-    let peer_script = args.peer_script.clone().unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench/peer_valkey_py.py")));
+    if have_vb && target.password.is_some() {
+        if let Err(e) = refs::valkey_benchmark_can_auth(&target) {
+            skip(format!(
+                "valkey-benchmark reference skipped: the server needs a password, which is never put on a command line, \
+                 and this valkey-benchmark does not take it from VALKEYCLI_AUTH / REDISCLI_AUTH ({e}); \
+                 bench a server without one (scripts/bench.sh starts a throwaway server)"
+            ));
+            have_vb = false;
+        }
+    }
+    let peer_script = args.peer_script.clone().unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/peer_valkey_py.py")));
     let peer_python = args
         .peer_python
         .clone()
         .or_else(|| std::env::var_os("HICACHE_VALKEY_PEER_PYTHON").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("python3"));
     let mut have_peer = !args.no_peer;
-    if have_peer && (cfg.password.is_some() || cfg.db != 0) {
-        progress("valkey-py peer skipped: its script connects to db 0 without a password");
-        have_peer = false;
-    }
     if have_peer && !peer_script.exists() {
-        progress(&format!("valkey-py peer skipped: {} not found (--peer-script)", peer_script.display()));
+        skip(format!("valkey-py peer skipped: {} not found (--peer-script)", peer_script.display()));
         have_peer = false;
     }
     if have_peer && !refs::python_has_peer_deps(&peer_python) {
-        progress(&format!("valkey-py peer skipped: {} cannot import valkey and numpy (--peer-python)", peer_python.display()));
+        skip(format!("valkey-py peer skipped: {} cannot import valkey and numpy (--peer-python)", peer_python.display()));
         have_peer = false;
     }
 
@@ -514,7 +505,7 @@ pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &Bench
         };
         let peer = if have_peer {
             let repeat = (plan.min_bytes / (size * args.pages) as u64).clamp(if q { 1 } else { 3 }, 64) as usize;
-            match refs::peer(&peer_python, &peer_script, cfg.port, args.pages, size, repeat) {
+            match refs::peer(&peer_python, &peer_script, &target, args.pages, size, repeat) {
                 Ok(p) => {
                     progress(&format!("valkey-py {:>4}: set {:.2} GB/s, get {:.2} GB/s (best of {repeat})", size_label(size), p.set_gbps, p.get_gbps));
                     Some(p)
@@ -535,18 +526,32 @@ pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &Bench
     let latency = measure_latency(&h, &plan, &target, have_vb, pid)?;
     h.clear()?;
 
-    let doc = report(&results, &exists, &latency, &plan, args, &cfg.server(), &server_version, &io_threads, cores, started.elapsed());
-    std::fs::write(&args.json, serde_json::to_string_pretty(&doc)? + "\n").map_err(|e| format!("cannot write {}: {e}", args.json.display()))?;
-    draw(&results, &doc).save(&args.plot).map_err(|e| format!("cannot write {}: {e}", args.plot.display()))?;
+    let facts = RunFacts {
+        plan: &plan,
+        quick: q,
+        pages: args.pages,
+        segments: args.segments,
+        connections: args.connections,
+        server: cfg.server(),
+        server_version,
+        io_threads,
+        cores,
+        library_version: version(),
+        notes,
+    };
+    let rep = report::build(&results, &exists, &latency, facts, started.elapsed().as_secs_f64());
+    report::print(&rep);
+    std::fs::write(&args.json, serde_json::to_string_pretty(&rep)? + "\n").map_err(|e| format!("cannot write {}: {e}", args.json.display()))?;
+    chart::write_svg(&rep, &args.plot).map_err(|e| format!("cannot write {}: {e}", args.plot.display()))?;
     println!("\nwrote {} and {}", args.json.display(), args.plot.display());
     Ok(())
 }
 
-struct ExistsResult {
-    keys_per_s: Vec<f64>,
-    p50_us: f64,
-    p99_us: f64,
-    batch: usize,
+pub struct ExistsResult {
+    pub keys_per_s: Vec<f64>,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub batch: usize,
 }
 
 fn measure_exists(h: &Handle, p: &Plan, pages: usize, pid: Option<u32>) -> AnyResult<ExistsResult> {
@@ -580,12 +585,12 @@ fn measure_exists(h: &Handle, p: &Plan, pages: usize, pid: Option<u32>) -> AnyRe
     Ok(res)
 }
 
-struct LatencyResult {
-    set_us: (f64, f64),
-    get_us: (f64, f64),
-    vb_set_ms: Option<(f64, f64)>,
-    vb_get_ms: Option<(f64, f64)>,
-    samples: usize,
+pub struct LatencyResult {
+    pub set_us: (f64, f64),
+    pub get_us: (f64, f64),
+    pub vb_set_ms: Option<(f64, f64)>,
+    pub vb_get_ms: Option<(f64, f64)>,
+    pub samples: usize,
 }
 
 fn measure_latency(h: &Handle, p: &Plan, t: &Target, have_vb: bool, pid: Option<u32>) -> AnyResult<LatencyResult> {
@@ -652,205 +657,4 @@ fn measure_latency(h: &Handle, p: &Plan, t: &Target, have_vb: bool, pid: Option<
     drop((set, get));
     buf.src.clear();
     Ok(res)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn report(
-    results: &[SizeResult],
-    exists: &ExistsResult,
-    lat: &LatencyResult,
-    p: &Plan,
-    args: &BenchArgs,
-    server: &str,
-    server_version: &str,
-    io_threads: &str,
-    cores: usize,
-    took: Duration,
-) -> Value {
-    // Table.
-    println!();
-    println!(
-        "{:>5} | {:>13} {:>13} | {:>11} {:>11} | {:>7} {:>7} | {:>6} {:>6} | {:>6} {:>6} | {:>6} {:>6} | {:>8}",
-        "page", "set best/med", "get best/med", "vb SET best", "vb GET best", "py set", "py get", "set/vb", "get/vb", "set/py", "get/py", "srvCPU", "cliCPU", "RSS+"
-    );
-    println!("{}", "-".repeat(150));
-    let mut sizes_json = Vec::new();
-    for r in results {
-        let (sb, sm) = best_median(&r.ours.set.gbps);
-        let (gb, gm) = best_median(&r.ours.get.gbps);
-        let vbs = r.vb.as_ref().and_then(|v| v.set.as_ref()).map(|x| x.gbps);
-        let vbg = r.vb.as_ref().and_then(|v| v.get.as_ref()).map(|x| x.gbps);
-        let (ps, pg) = (r.peer.as_ref().map(|x| x.set_gbps), r.peer.as_ref().map(|x| x.get_gbps));
-        let srv = format!("{:.0}/{:.0}%", 100.0 * best_median(&r.ours.set.server_cpu).1, 100.0 * best_median(&r.ours.get.server_cpu).1);
-        let cli = format!("{:.0}/{:.0}%", 100.0 * best_median(&r.ours.set.client_cpu).1, 100.0 * best_median(&r.ours.get.client_cpu).1);
-        println!(
-            "{:>5} | {:>6.2}/{:<6.2} {:>6.2}/{:<6.2} | {} {} | {} {} | {} {} | {} {} | {:>6} {:>6} | {:>8}",
-            size_label(r.size),
-            sb,
-            sm,
-            gb,
-            gm,
-            fmt_opt(vbs.unwrap_or(f64::NAN), 11, 2),
-            fmt_opt(vbg.unwrap_or(f64::NAN), 11, 2),
-            fmt_opt(ps.unwrap_or(f64::NAN), 7, 2),
-            fmt_opt(pg.unwrap_or(f64::NAN), 7, 2),
-            fmt_opt(ratio(sb, vbs), 6, 2),
-            fmt_opt(ratio(gb, vbg), 6, 2),
-            fmt_opt(ratio(sb, ps), 6, 1),
-            fmt_opt(ratio(gb, pg), 6, 1),
-            srv,
-            cli,
-            human_bytes(r.ours.rss_growth)
-        );
-        let mut j = json!({
-            "page_bytes": r.size,
-            "label": size_label(r.size),
-            "ours": {"set": r.ours.set.json(), "get": r.ours.get.json(), "rss_growth_bytes": r.ours.rss_growth, "hwm_reset": r.ours.hwm_reset},
-            "ratios": {"set_vs_valkey_benchmark": r3(ratio(sb, vbs)), "get_vs_valkey_benchmark": r3(ratio(gb, vbg)),
-                        "set_vs_valkey_py": r3(ratio(sb, ps)), "get_vs_valkey_py": r3(ratio(gb, pg))},
-            "notes": r.notes,
-        });
-        if let Some(c) = &r.checksum {
-            let (cs, _) = best_median(&c.set.gbps);
-            let (cg, _) = best_median(&c.get.gbps);
-            j["ours_checksum"] = json!({"set": c.set.json(), "get": c.get.json(), "set_cost": r3(1.0 - cs / sb), "get_cost": r3(1.0 - cg / gb)});
-        }
-        if let Some(v) = &r.vb {
-            j["valkey_benchmark"] = json!({
-                "set": v.set.as_ref().map(vb_json), "get": v.get.as_ref().map(vb_json),
-                "runs": v.runs.iter().map(vb_json).collect::<Vec<_>>(),
-            });
-        }
-        if let Some(pe) = &r.peer {
-            j["valkey_py"] = json!({"set_GBps": pe.set_gbps, "get_GBps": pe.get_gbps, "exists_per_s": pe.exists_per_s});
-        }
-        sizes_json.push(j);
-    }
-    println!("GB/s = 1e9 bytes/s of page payload. vb = valkey-benchmark best of -c {:?} x -P {:?}; py = valkey-py peer (best).", p.vb_clients, p.vb_pipelines);
-    println!("srvCPU / cliCPU = valkey-server / this process CPU time over wall time during set/get (100% = one core). RSS+ = VmHWM growth beyond the caller's buffers.");
-    if results.iter().any(|r| r.checksum.is_some()) {
-        println!("\nxxh3 checksum cost (checksum=1 vs 0, best GB/s):");
-        for r in results {
-            if let Some(c) = &r.checksum {
-                let (sb, gb) = (best_median(&r.ours.set.gbps).0, best_median(&r.ours.get.gbps).0);
-                let (cs, cg) = (best_median(&c.set.gbps).0, best_median(&c.get.gbps).0);
-                println!(
-                    "  {:>4}: set {:.2} -> {:.2} GB/s ({:+.0}%), get {:.2} -> {:.2} GB/s ({:+.0}%)",
-                    size_label(r.size),
-                    sb,
-                    cs,
-                    100.0 * (cs / sb - 1.0),
-                    gb,
-                    cg,
-                    100.0 * (cg / gb - 1.0)
-                );
-            }
-        }
-    }
-    let (eb, em) = best_median(&exists.keys_per_s);
-    println!("\nbatch_exists ({}-key batches): best {:.0} keys/s, median {:.0} keys/s; per call p50 {:.0} µs, p99 {:.0} µs", exists.batch, eb, em, exists.p50_us, exists.p99_us);
-    let vb_lat = |v: Option<(f64, f64)>| v.map_or("-".to_string(), |(a, b)| format!("p50 {:.0} µs, p99 {:.0} µs", a * 1e3, b * 1e3));
-    println!(
-        "one 4 KiB page, batch of 1 ({} round trips): set p50 {:.0} µs, p99 {:.0} µs; get p50 {:.0} µs, p99 {:.0} µs",
-        lat.samples, lat.set_us.0, lat.set_us.1, lat.get_us.0, lat.get_us.1
-    );
-    println!("  valkey-benchmark -c 1 -P 1 -d 4096: SET {}; GET {}", vb_lat(lat.vb_set_ms), vb_lat(lat.vb_get_ms));
-    let max_rss = results.iter().map(|r| r.ours.rss_growth).max().unwrap_or(0);
-    println!("peak RSS growth beyond the caller's buffers (VmHWM): {} at most over all page sizes", human_bytes(max_rss));
-
-    // Targets.
-    let mut targets = Vec::new();
-    let mut check = |name: String, value: f64, goal: f64| {
-        let ok = value.is_finite() && value >= goal;
-        targets.push(json!({"target": name, "value": r3(value), "goal": goal, "met": value.is_finite().then_some(ok)}));
-    };
-    for r in results {
-        let goal = if r.size < 64 << 10 { 0.6 } else { 0.8 };
-        let vbs = r.vb.as_ref().and_then(|v| v.set.as_ref()).map(|x| x.gbps);
-        let vbg = r.vb.as_ref().and_then(|v| v.get.as_ref()).map(|x| x.gbps);
-        check(format!("{} set / valkey-benchmark SET", size_label(r.size)), ratio(best_median(&r.ours.set.gbps).0, vbs), goal);
-        check(format!("{} get / valkey-benchmark GET", size_label(r.size)), ratio(best_median(&r.ours.get.gbps).0, vbg), goal);
-        if r.size >= 256 << 10 {
-            check(format!("{} get / valkey-py get", size_label(r.size)), ratio(best_median(&r.ours.get.gbps).0, r.peer.as_ref().map(|x| x.get_gbps)), 5.0);
-            check(format!("{} set / valkey-py set", size_label(r.size)), ratio(best_median(&r.ours.set.gbps).0, r.peer.as_ref().map(|x| x.set_gbps)), 2.0);
-        }
-    }
-    check(format!("batch_exists keys/s ({}-key batches)", exists.batch), eb, 1e6);
-    check("RSS growth MiB (goal: < 32, shown as 32 - growth >= 0)".into(), 32.0 - max_rss as f64 / (1u64 << 20) as f64, 0.0);
-    if let (Some(s), Some(g)) = (lat.vb_set_ms, lat.vb_get_ms) {
-        check("4K set p50 within 2x of valkey-benchmark -c 1 (2 - ours/vb)".into(), 2.0 - lat.set_us.0 / (s.0 * 1e3), 0.0);
-        check("4K get p50 within 2x of valkey-benchmark -c 1 (2 - ours/vb)".into(), 2.0 - lat.get_us.0 / (g.0 * 1e3), 0.0);
-        check("4K set p99 within 2x of valkey-benchmark -c 1 (2 - ours/vb)".into(), 2.0 - lat.set_us.1 / (s.1 * 1e3), 0.0);
-        check("4K get p99 within 2x of valkey-benchmark -c 1 (2 - ours/vb)".into(), 2.0 - lat.get_us.1 / (g.1 * 1e3), 0.0);
-    }
-    let missed: Vec<&Value> = targets.iter().filter(|t| t["met"] == json!(false)).collect();
-    println!("\ntargets: {} of {} met", targets.iter().filter(|t| t["met"] == json!(true)).count(), targets.len());
-    for t in &missed {
-        println!("  MISSED: {} = {} (goal {})", t["target"].as_str().unwrap_or(""), t["value"], t["goal"]);
-    }
-    println!("took {:.1} s", took.as_secs_f64());
-
-    json!({
-        "tool": "hicache-valkey bench",
-        "library_version": version(),
-        "quick": args.quick,
-        "server": server,
-        "server_version": server_version,
-        "server_io_threads": io_threads,
-        "cores": cores,
-        "pages_per_batch": args.pages,
-        "segments_per_page": args.segments,
-        "min_bytes_per_figure": p.min_bytes,
-        "repetitions": p.reps,
-        "connections": args.connections,
-        "valkey_benchmark_clients": p.vb_clients,
-        "valkey_benchmark_pipelines": p.vb_pipelines,
-        "sizes": sizes_json,
-        "exists": {"batch": exists.batch, "best_keys_per_s": r3(eb), "median_keys_per_s": r3(em), "p50_us": r3(exists.p50_us), "p99_us": r3(exists.p99_us)},
-        "latency_4k_batch_of_1": {
-            "samples": lat.samples,
-            "set_p50_us": r3(lat.set_us.0), "set_p99_us": r3(lat.set_us.1), "get_p50_us": r3(lat.get_us.0), "get_p99_us": r3(lat.get_us.1),
-            "valkey_benchmark_c1_set_p50_ms": lat.vb_set_ms.map(|v| v.0), "valkey_benchmark_c1_set_p99_ms": lat.vb_set_ms.map(|v| v.1),
-            "valkey_benchmark_c1_get_p50_ms": lat.vb_get_ms.map(|v| v.0), "valkey_benchmark_c1_get_p99_ms": lat.vb_get_ms.map(|v| v.1),
-        },
-        "max_rss_growth_bytes": max_rss,
-        "targets": targets,
-        "seconds": r3(took.as_secs_f64()),
-    })
-}
-
-fn draw(results: &[SizeResult], doc: &Value) -> plot::Canvas {
-    let ticks: Vec<String> = results.iter().map(|r| size_label(r.size)).collect();
-    let mut panels = Vec::new();
-    for op in ["set", "get"] {
-        let mut series = Vec::new();
-        let pts = |f: &dyn Fn(&SizeResult) -> Option<f64>| -> Vec<(f64, f64)> {
-            results.iter().enumerate().filter_map(|(i, r)| f(r).filter(|v| v.is_finite()).map(|v| (i as f64, v))).collect()
-        };
-        let ours = pts(&|r| Some(best_median(if op == "set" { &r.ours.set.gbps } else { &r.ours.get.gbps }).0));
-        series.push(plot::Series { label: "hicache-valkey (C ABI)".into(), color: plot::SERIES[0], dash: 0, points: ours });
-        let ck = pts(&|r| r.checksum.as_ref().map(|c| best_median(if op == "set" { &c.set.gbps } else { &c.get.gbps }).0));
-        if !ck.is_empty() {
-            series.push(plot::Series { label: "hicache-valkey + xxh3".into(), color: plot::SERIES[5], dash: 8, points: ck });
-        }
-        let vb = pts(&|r| r.vb.as_ref().and_then(|v| if op == "set" { v.set.as_ref() } else { v.get.as_ref() }).map(|x| x.gbps));
-        if !vb.is_empty() {
-            series.push(plot::Series { label: "valkey-benchmark (best)".into(), color: plot::SERIES[1], dash: 0, points: vb });
-        }
-        let py = pts(&|r| r.peer.as_ref().map(|p| if op == "set" { p.set_gbps } else { p.get_gbps }));
-        if !py.is_empty() {
-            series.push(plot::Series { label: "valkey-py pipeline".into(), color: plot::SERIES[2], dash: 0, points: py });
-        }
-        panels.push(plot::Panel { title: format!("batch_{op}"), x_ticks: ticks.clone(), series });
-    }
-    let footer = vec![format!(
-        "valkey {} on {} cores, loopback; {} pages per batch, {} segments per page; best of {} reps; hicache-valkey {}",
-        doc["server_version"].as_str().unwrap_or(""),
-        doc["cores"],
-        doc["pages_per_batch"],
-        doc["segments_per_page"],
-        doc["repetitions"],
-        doc["library_version"].as_str().unwrap_or("")
-    )];
-    plot::chart("HICACHE-VALKEY THROUGHPUT BY PAGE SIZE", "GB/S", "PAGE SIZE (BYTES)", &panels, &footer)
 }

@@ -1,19 +1,24 @@
 //! `hicache-valkey`: operate and benchmark a Valkey used as an LLM engine's KV-cache tier.
 //!
 //! Every subcommand goes through the library's public C ABI (`hicache_valkey::ffi`), the same code
-//! path a C or Python caller uses; see `cli/client.rs` for the safe wrapper.
+//! path a C or Python caller uses; see `client.rs` for the safe wrapper.
+//!
+//! - `main.rs`: the command line, `ping`, `stats`, `clear`
+//! - `client.rs`: a safe wrapper over the C ABI (options, handle, batches, last error)
+//! - `bench.rs`: `bench`: what is measured and how
+//! - `refs.rs`: the references (valkey-benchmark, the valkey-py peer) and the CPU / RSS probes
+//! - `report.rs`: the bench report as typed structs (its JSON), its table and its targets
+//! - `chart.rs`: the bench chart (SVG, plotters)
 
-#[path = "cli/bench.rs"]
 mod bench;
-#[path = "cli/client.rs"]
+mod chart;
 mod client;
-#[path = "cli/plot.rs"]
-mod plot;
-#[path = "cli/refs.rs"]
 mod refs;
+mod report;
 
 use clap::{Args, Parser, Subcommand};
 use client::{cstr_field, Handle, OpenOptions};
+use serde::Serialize;
 use std::process::ExitCode;
 
 /// Valkey as the storage tier of an LLM inference engine's hierarchical KV cache.
@@ -22,7 +27,7 @@ use std::process::ExitCode;
 /// VALKEY_PORT, VALKEY_DB, VALKEY_USERNAME, VALKEY_PASSWORD, HICACHE_VALKEY_MODEL), else the
 /// defaults (localhost:6379, db 0, model "default").
 #[derive(Parser, Debug)]
-#[command(name = "hicache-valkey", version, propagate_version = true)]
+#[command(name = "hicache-valkey", version = library_version(), propagate_version = true)]
 struct Cli {
     #[command(flatten)]
     conn: ConnArgs,
@@ -97,7 +102,13 @@ enum Command {
     /// Deletes every key of the model (all ranks) in the database; prints how many.
     Clear,
     /// Measures batch_set / batch_get / batch_exists against valkey-benchmark and valkey-py.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
+}
+
+/// The version of the library this binary runs (`hicache_valkey_version()`), which is the version
+/// `--version` prints: the CLI has no behaviour of its own worth a separate number.
+fn library_version() -> &'static str {
+    Box::leak(client::version().into_boxed_str())
 }
 
 fn main() -> ExitCode {
@@ -176,32 +187,39 @@ fn stats(conn: &ConnArgs, json: bool) -> AnyResult<()> {
     let model = cfg.namespace.model().to_string();
     let (mem_human, policy, version) = (cstr_field(&s.used_memory_human), cstr_field(&s.maxmemory_policy), cstr_field(&s.server_version));
     if json {
-        let v = serde_json::json!({
-            "server": cfg.server(),
-            "db": cfg.db,
-            "model": model,
-            "model_keys": s.model_keys,
-            "db_keys": s.db_keys,
-            "used_memory_bytes": s.used_memory_bytes,
-            "used_memory_human": mem_human,
-            "maxmemory_bytes": s.maxmemory_bytes,
-            "maxmemory_policy": policy,
-            "evicted_keys": s.evicted_keys,
-            "keyspace_hits": s.keyspace_hits,
-            "keyspace_misses": s.keyspace_misses,
-            "keyspace_hit_ratio": s.keyspace_hit_ratio,
-            "connected_clients": s.connected_clients,
-            "server_version": version,
-            "cluster_primaries": s.cluster_primaries,
-            "client": {
-                "get_hits": s.get_hits, "get_misses": s.get_misses, "get_hit_ratio": s.get_hit_ratio,
-                "exists_hits": s.exists_hits, "exists_misses": s.exists_misses, "exists_hit_ratio": s.exists_hit_ratio,
-                "pages_written": s.pages_written, "bytes_written": s.bytes_written,
-                "pages_read": s.pages_read, "bytes_read": s.bytes_read,
-                "errors": s.errors, "reconnects": s.reconnects,
+        let doc = StatsJson {
+            server: cfg.server(),
+            db: cfg.db,
+            model: &model,
+            model_keys: s.model_keys,
+            db_keys: s.db_keys,
+            used_memory_bytes: s.used_memory_bytes,
+            used_memory_human: &mem_human,
+            maxmemory_bytes: s.maxmemory_bytes,
+            maxmemory_policy: &policy,
+            evicted_keys: s.evicted_keys,
+            keyspace_hits: s.keyspace_hits,
+            keyspace_misses: s.keyspace_misses,
+            keyspace_hit_ratio: s.keyspace_hit_ratio,
+            connected_clients: s.connected_clients,
+            server_version: &version,
+            cluster_primaries: s.cluster_primaries,
+            client: ClientStatsJson {
+                get_hits: s.get_hits,
+                get_misses: s.get_misses,
+                get_hit_ratio: s.get_hit_ratio,
+                exists_hits: s.exists_hits,
+                exists_misses: s.exists_misses,
+                exists_hit_ratio: s.exists_hit_ratio,
+                pages_written: s.pages_written,
+                bytes_written: s.bytes_written,
+                pages_read: s.pages_read,
+                bytes_read: s.bytes_read,
+                errors: s.errors,
+                reconnects: s.reconnects,
             },
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        };
+        println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
     let maxmem = if s.maxmemory_bytes == 0 { "unlimited".to_string() } else { format!("{} ({})", s.maxmemory_bytes, human_bytes(s.maxmemory_bytes)) };
@@ -227,4 +245,43 @@ fn stats(conn: &ConnArgs, json: bool) -> AnyResult<()> {
         println!("{k:<w$}  {v}");
     }
     Ok(())
+}
+
+/// `stats --json`: the server's and this process's figures for the model.
+#[derive(Serialize)]
+struct StatsJson<'a> {
+    server: String,
+    db: u32,
+    model: &'a str,
+    model_keys: u64,
+    db_keys: u64,
+    used_memory_bytes: u64,
+    used_memory_human: &'a str,
+    maxmemory_bytes: u64,
+    maxmemory_policy: &'a str,
+    evicted_keys: u64,
+    keyspace_hits: u64,
+    keyspace_misses: u64,
+    keyspace_hit_ratio: f64,
+    connected_clients: u64,
+    server_version: &'a str,
+    cluster_primaries: u64,
+    client: ClientStatsJson,
+}
+
+/// The `client` part of `stats --json`: this process's own calls.
+#[derive(Serialize)]
+struct ClientStatsJson {
+    get_hits: u64,
+    get_misses: u64,
+    get_hit_ratio: f64,
+    exists_hits: u64,
+    exists_misses: u64,
+    exists_hit_ratio: f64,
+    pages_written: u64,
+    bytes_written: u64,
+    pages_read: u64,
+    bytes_read: u64,
+    errors: u64,
+    reconnects: u64,
 }

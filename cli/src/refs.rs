@@ -1,6 +1,7 @@
 //! The bench's references (valkey-benchmark, the valkey-py peer script) and its probes (server
 //! and client CPU time, this process's RSS).
 
+use serde::Deserialize;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -83,6 +84,42 @@ pub struct VbRun {
     pub server_cpu: f64,
 }
 
+/// The environment variables a password is offered to valkey-benchmark in: valkey-cli's
+/// (`VALKEYCLI_AUTH`) and the older name it also reads (`REDISCLI_AUTH`). valkey-benchmark 8.0
+/// reads neither (only `-a`, which every local user sees in `ps`), so with 8.0 a server with a
+/// password gets no valkey-benchmark reference: see [`valkey_benchmark_can_auth`].
+const AUTH_ENV: [&str; 2] = ["VALKEYCLI_AUTH", "REDISCLI_AUTH"];
+
+/// `valkey-benchmark` connecting to `t`: host, port and db (and username) on the command line;
+/// the password, which must never be on a command line, only in the environment.
+fn valkey_benchmark_cmd(t: &Target) -> Command {
+    let mut cmd = Command::new("valkey-benchmark");
+    cmd.args(["-h", &t.host, "-p", &t.port.to_string(), "--dbnum", &t.db.to_string()]);
+    for var in AUTH_ENV {
+        match &t.password {
+            Some(p) => cmd.env(var, p),
+            None => cmd.env_remove(var),
+        };
+    }
+    if let (Some(u), Some(_)) = (&t.username, &t.password) {
+        cmd.args(["--user", u]);
+    }
+    cmd
+}
+
+/// Whether valkey-benchmark can authenticate to `t` without `-a`: one PING; the reason if not.
+pub fn valkey_benchmark_can_auth(t: &Target) -> Result<(), String> {
+    let mut cmd = valkey_benchmark_cmd(t);
+    cmd.args(["-t", "ping", "-n", "1", "-c", "1", "--csv"]);
+    run_bounded(&mut cmd, Duration::from_secs(10)).map(drop).map_err(|e| {
+        if e.contains("NOAUTH") || e.contains("WRONGPASS") {
+            "it got NOAUTH".to_string()
+        } else {
+            e
+        }
+    })
+}
+
 /// `valkey-benchmark -t set|get -d size -c clients -P pipeline -n requests -r keyspace --csv`.
 #[allow(clippy::too_many_arguments)]
 pub fn valkey_benchmark(
@@ -95,14 +132,7 @@ pub fn valkey_benchmark(
     keyspace: u64,
     server_pid: Option<u32>,
 ) -> Result<VbRun, String> {
-    let mut cmd = Command::new("valkey-benchmark");
-    cmd.args(["-h", &t.host, "-p", &t.port.to_string(), "--dbnum", &t.db.to_string()]);
-    if let Some(p) = &t.password {
-        if let Some(u) = &t.username {
-            cmd.args(["--user", u]);
-        }
-        cmd.args(["-a", p]);
-    }
+    let mut cmd = valkey_benchmark_cmd(t);
     cmd.args(["-t", test, "-d", &size.to_string(), "-c", &clients.to_string(), "-P", &pipeline.to_string()]);
     cmd.args(["-n", &requests.to_string(), "-r", &keyspace.to_string(), "--csv"]);
     let cpu0 = server_pid.and_then(task_cpu_ns);
@@ -164,22 +194,31 @@ pub fn unlink_keyspace(t: &Target, keyspace: u64) -> redis::RedisResult<()> {
     Ok(())
 }
 
-/// The valkey-py peer's figures for one page size.
-#[derive(Clone, Debug)]
+/// The valkey-py peer's figures for one page size: the JSON line `bench/peer_valkey_py.py` prints.
+#[derive(Clone, Debug, Deserialize)]
 pub struct Peer {
+    #[serde(rename = "set_GBps")]
     pub set_gbps: f64,
+    #[serde(rename = "get_GBps")]
     pub get_gbps: f64,
     pub exists_per_s: f64,
 }
 
-pub fn peer(python: &Path, script: &Path, port: u16, pages: usize, size: usize, repeat: usize) -> Result<Peer, String> {
+/// Runs the peer script against `t`: `PORT PAGES PAGE_BYTES REPEAT --host H --db N` on its command
+/// line, the username and password (if any) in `VALKEY_USERNAME` / `VALKEY_PASSWORD`.
+pub fn peer(python: &Path, script: &Path, t: &Target, pages: usize, size: usize, repeat: usize) -> Result<Peer, String> {
     let mut cmd = Command::new(python);
-    cmd.arg(script).args([port.to_string(), pages.to_string(), size.to_string(), repeat.to_string()]);
+    cmd.arg(script).args([t.port.to_string(), pages.to_string(), size.to_string(), repeat.to_string()]);
+    cmd.args(["--host", &t.host, "--db", &t.db.to_string()]);
+    for (var, value) in [("VALKEY_USERNAME", &t.username), ("VALKEY_PASSWORD", &t.password)] {
+        match value {
+            Some(v) => cmd.env(var, v),
+            None => cmd.env_remove(var),
+        };
+    }
     let out = run_bounded(&mut cmd, Duration::from_secs(300))?;
     let line = out.lines().rev().find(|l| l.trim_start().starts_with('{')).ok_or_else(|| format!("peer printed no JSON: {out}"))?;
-    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("peer printed bad JSON ({e}): {line}"))?;
-    let f = |k: &str| v[k].as_f64().ok_or_else(|| format!("peer JSON has no {k}: {line}"));
-    Ok(Peer { set_gbps: f("set_GBps")?, get_gbps: f("get_GBps")?, exists_per_s: f("exists_per_s")? })
+    serde_json::from_str(line).map_err(|e| format!("peer printed unexpected JSON ({e}): {line}"))
 }
 
 /// Whether `python` can import valkey and numpy.

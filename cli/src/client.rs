@@ -132,7 +132,7 @@ impl Handle {
     pub fn open(o: &OpenOptions) -> Result<Handle, CallError> {
         // SAFETY: options_init writes a whole struct.
         let mut opts: hicache_valkey_options = unsafe { std::mem::zeroed() };
-        check(unsafe { hicache_valkey_options_init(&mut opts) })?;
+        check(unsafe { hicache_valkey_options_init(&mut opts, std::mem::size_of::<hicache_valkey_options>()) })?;
         let url = cstring(&o.url, "--url")?;
         let host = cstring(&o.host, "--host")?;
         let password = cstring(&o.password, "--password")?;

@@ -1,0 +1,162 @@
+//! The bench chart: throughput by page size, batch_set and batch_get side by side, ours beside
+//! the references, as an SVG drawn with plotters from the report (so a saved report can be drawn
+//! again: `bench --replot`).
+//!
+//! plotters' SVG backend writes text as `<text>` elements that the viewer renders, so no font or
+//! image crate is compiled in (plotters' default features, off here, would bring in font-kit and
+//! with it fontconfig / freetype).
+
+use crate::report::{Fig, OpReport, Report, SizeReport};
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+use std::path::Path;
+
+const WIDTH: u32 = 1200;
+const HEIGHT: u32 = 520;
+const FONT: &str = "sans-serif";
+
+/// One line of a panel: a name, a colour, dashed or not, and a figure per page size.
+struct Series {
+    label: &'static str,
+    color: RGBColor,
+    dashed: bool,
+    /// Indexed like `Report::sizes`.
+    values: Vec<Fig>,
+}
+
+fn series(rep: &Report, op: Op) -> Vec<Series> {
+    let col = |f: &dyn Fn(&SizeReport) -> Fig| -> Vec<Fig> { rep.sizes.iter().map(f).collect() };
+    fn pick(s: &SizeReport, op: Op) -> (&OpReport, Option<&OpReport>) {
+        let ck = s.ours_checksum.as_ref();
+        match op {
+            Op::Set => (&s.ours.set, ck.map(|c| &c.set)),
+            Op::Get => (&s.ours.get, ck.map(|c| &c.get)),
+        }
+    }
+    let all = [
+        Series { label: "hicache-valkey (C ABI)", color: RGBColor(31, 119, 180), dashed: false, values: col(&|s| pick(s, op).0.best_gbps) },
+        Series { label: "hicache-valkey + xxh3", color: RGBColor(23, 190, 207), dashed: true, values: col(&|s| pick(s, op).1.and_then(|c| c.best_gbps)) },
+        Series {
+            label: "valkey-benchmark (best)",
+            color: RGBColor(214, 39, 40),
+            dashed: false,
+            values: col(&|s| {
+                let vb = s.valkey_benchmark.as_ref()?;
+                match op {
+                    Op::Set => vb.set.as_ref()?.gbps,
+                    Op::Get => vb.get.as_ref()?.gbps,
+                }
+            }),
+        },
+        Series {
+            label: "valkey-py pipeline",
+            color: RGBColor(44, 160, 44),
+            dashed: false,
+            values: col(&|s| s.valkey_py.as_ref().map(|p| if op == Op::Set { p.set_gbps } else { p.get_gbps })),
+        },
+    ];
+    all.into_iter().filter(|s| s.values.iter().any(Option::is_some)).collect()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Set,
+    Get,
+}
+
+type DrawResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Writes the chart of `rep` to `path` as SVG.
+pub fn write_svg(rep: &Report, path: &Path) -> DrawResult<()> {
+    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled("hicache-valkey throughput by page size", (FONT, 24))?;
+    let h = root.dim_in_pixel().1;
+    let (panels, footer) = root.split_vertically(h.saturating_sub(56));
+    let ymax = [Op::Set, Op::Get]
+        .into_iter()
+        .flat_map(|op| series(rep, op))
+        .flat_map(|s| s.values.into_iter().flatten())
+        .fold(0.0f64, f64::max);
+    // Both panels on one scale, so set and get can be compared by eye.
+    let ymax = if ymax > 0.0 { ymax * 1.12 } else { 1.0 };
+    let halves = panels.split_evenly((1, 2));
+    for (area, op) in halves.iter().zip([Op::Set, Op::Get]) {
+        panel(area, rep, op, ymax)?;
+    }
+    let facts = format!(
+        "valkey {} on {} cores, loopback; {} pages per batch, {} segments per page; best of {} repetitions; hicache-valkey {}{}",
+        rep.server_version,
+        rep.cores,
+        rep.pages_per_batch,
+        rep.segments_per_page,
+        rep.repetitions,
+        rep.library_version,
+        if rep.quick { " (quick run)" } else { "" }
+    );
+    let style = TextStyle::from((FONT, 14)).color(&RGBColor(90, 90, 90));
+    footer.draw(&Text::new(facts, (60, 12), style.clone()))?;
+    footer.draw(&Text::new("GB/s = 1e9 bytes per second of page payload, higher is better; valkey-py = the plain Python approach (pipelined SET / GET into a numpy buffer)", (60, 32), style))?;
+    root.present()?;
+    Ok(())
+}
+
+fn panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, rep: &Report, op: Op, ymax: f64) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let labels: Vec<String> = rep.sizes.iter().map(|s| s.label.clone()).collect();
+    let n = labels.len().max(1);
+    let title = match op {
+        Op::Set => "batch_set",
+        Op::Get => "batch_get",
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 18))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        // One segment per page size (a discrete range includes its end).
+        .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..ymax)
+        .map_err(|e| e.to_string())?;
+    let label_of = |v: &SegmentValue<usize>| match v {
+        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => labels.get(*i).cloned().unwrap_or_default(),
+        SegmentValue::Last => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&label_of)
+        .x_desc("page size")
+        .y_desc("GB/s")
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .max_light_lines(1)
+        .light_line_style(RGBColor(238, 238, 238))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for s in series(rep, op) {
+        let pts: Vec<(SegmentValue<usize>, f64)> =
+            s.values.iter().enumerate().filter_map(|(i, v)| v.map(|v| (SegmentValue::CenterOf(i), v))).collect();
+        let style = ShapeStyle::from(&s.color).stroke_width(2);
+        let drawn = if s.dashed {
+            chart.draw_series(DashedLineSeries::new(pts.clone(), 8, 5, style))
+        } else {
+            chart.draw_series(LineSeries::new(pts.clone(), style))
+        }
+        .map_err(|e| e.to_string())?;
+        let color = s.color;
+        drawn.label(s.label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(pts.iter().map(|p| Circle::new(p.clone(), 3, s.color.filled()))).map_err(|e| e.to_string())?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .label_font((FONT, 14))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
