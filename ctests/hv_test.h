@@ -23,7 +23,7 @@
 _Static_assert(sizeof(hicache_key) == 16, "hicache_key is 16 bytes");
 _Static_assert(sizeof(hicache_segment) == 16, "hicache_segment is 16 bytes");
 _Static_assert(sizeof(hicache_value) == 16, "hicache_value is 16 bytes");
-_Static_assert(sizeof(hicache_valkey_options) == 112, "hicache_valkey_options is 112 bytes");
+_Static_assert(sizeof(hicache_valkey_options) == 160, "hicache_valkey_options is 160 bytes");
 _Static_assert(sizeof(hicache_stats) == 360, "hicache_stats is 360 bytes");
 #endif
 _Static_assert(sizeof(hicache_status) == sizeof(int32_t), "statuses travel as int32_t");

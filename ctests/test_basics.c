@@ -34,7 +34,7 @@ static void test_names(void) {
         "HICACHE_STATUS_OK",         "HICACHE_STATUS_INVALID_ARGUMENT", "HICACHE_STATUS_INVALID_CONFIG",
         "HICACHE_STATUS_CONNECTION", "HICACHE_STATUS_AUTH",             "HICACHE_STATUS_TIMEOUT",
         "HICACHE_STATUS_PROTOCOL",   "HICACHE_STATUS_SERVER",           "HICACHE_STATUS_PANIC",
-        "HICACHE_STATUS_PERMISSION",
+        "HICACHE_STATUS_PERMISSION", "HICACHE_STATUS_TLS",
     };
     static const char *const outcomes[] = {
         "HICACHE_OUTCOME_OK",          "HICACHE_OUTCOME_MISS",         "HICACHE_OUTCOME_SIZE_MISMATCH",
@@ -43,7 +43,7 @@ static void test_names(void) {
         "HICACHE_OUTCOME_OUT_OF_MEMORY", "HICACHE_OUTCOME_TOO_LARGE",
     };
     const int32_t unknown[] = {-1, 11, 99, 1000, INT32_MIN, INT32_MAX};
-    CHECK(HICACHE_STATUS_PERMISSION == 9 && HICACHE_OUTCOME_TOO_LARGE == 10);
+    CHECK(HICACHE_STATUS_PERMISSION == 9 && HICACHE_STATUS_TLS == 10 && HICACHE_OUTCOME_TOO_LARGE == 10);
     for (int32_t i = 0; i < (int32_t)(sizeof statuses / sizeof statuses[0]); i++) {
         const char *s = hicache_valkey_status_str(i);
         CHECKF(s != NULL && strcmp(s, statuses[i]) == 0, "status_str(%d) = %s", (int)i, s ? s : "(null)");
@@ -58,7 +58,7 @@ static void test_names(void) {
         CHECK(strcmp(hicache_valkey_status_str(unknown[i]), "HICACHE_STATUS_UNKNOWN") == 0);
         CHECK(strcmp(hicache_valkey_outcome_str(unknown[i]), "HICACHE_OUTCOME_UNKNOWN") == 0);
     }
-    CHECK(strcmp(hicache_valkey_status_str(10), "HICACHE_STATUS_UNKNOWN") == 0);
+    CHECK(strcmp(hicache_valkey_status_str(11), "HICACHE_STATUS_UNKNOWN") == 0);
 }
 
 static void test_last_error(void) {

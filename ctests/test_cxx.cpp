@@ -16,7 +16,7 @@
 static_assert(sizeof(void *) != 8 || sizeof(hicache_key) == 16, "hicache_key is 16 bytes");
 static_assert(sizeof(void *) != 8 || sizeof(hicache_segment) == 16, "hicache_segment is 16 bytes");
 static_assert(sizeof(void *) != 8 || sizeof(hicache_value) == 16, "hicache_value is 16 bytes");
-static_assert(sizeof(void *) != 8 || sizeof(hicache_valkey_options) == 112, "options are 112 bytes");
+static_assert(sizeof(void *) != 8 || sizeof(hicache_valkey_options) == 160, "options are 160 bytes");
 static_assert(sizeof(void *) != 8 || sizeof(hicache_stats) == 360, "stats are 360 bytes");
 static_assert(std::is_standard_layout<hicache_valkey_options>::value, "a C struct");
 static_assert(std::is_trivially_copyable<hicache_stats>::value, "a C struct");

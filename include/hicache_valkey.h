@@ -105,6 +105,12 @@ typedef enum hicache_status {
    the command. See the README for the minimal ACL a deployment needs.
    */
   HICACHE_STATUS_PERMISSION = 9,
+  /*
+   A TLS connection could not be set up: untrusted or expired certificate, name mismatch,
+   a client certificate required, TLS against a plaintext port or the reverse, unreadable
+   PEM files. The message says which.
+   */
+  HICACHE_STATUS_TLS = 10,
 } hicache_status;
 
 /*
@@ -248,6 +254,40 @@ typedef struct hicache_valkey_options {
    `host` and `port` are not used.
    */
   const char *socket_path;
+  /*
+   1: TLS (also turned on by a `valkeys://` / `rediss://` URL, or `VALKEY_TLS=1`); 0: plaintext.
+   */
+  int32_t tls;
+  /*
+   1: accept any server certificate (`VALKEY_TLS_INSECURE_SKIP_VERIFY`). INSECURE: for tests
+   only; logged as a warning when used.
+   */
+  int32_t tls_insecure_skip_verify;
+  /*
+   1: batch_set skips keys already stored with the same value format and payload length
+   (`HICACHE_VALKEY_SKIP_EXISTING`), reported `HICACHE_OUTCOME_OK`; 0: always write.
+   */
+  int32_t skip_existing;
+  /*
+   Must be 0.
+   */
+  int32_t reserved;
+  /*
+   PEM file of the CA certificate(s) to trust (`VALKEY_TLS_CA_CERT`); NULL: the system's
+   trust store.
+   */
+  const char *tls_ca_cert;
+  /*
+   PEM files of the client certificate and its key, for mutual TLS (`VALKEY_TLS_CERT`,
+   `VALKEY_TLS_KEY`).
+   */
+  const char *tls_cert;
+  const char *tls_key;
+  /*
+   The name to verify in the server's certificate instead of the host
+   (`VALKEY_TLS_SERVER_NAME`), e.g. when connecting by IP address.
+   */
+  const char *tls_server_name;
 } hicache_valkey_options;
 
 /*

@@ -89,6 +89,7 @@ enum class Status : std::int32_t {
     Server = HICACHE_STATUS_SERVER,
     Panic = HICACHE_STATUS_PANIC,
     Permission = HICACHE_STATUS_PERMISSION,
+    Tls = HICACHE_STATUS_TLS,
 };
 
 /* What happened to one key of a batch (hicache_outcome). A library newer than this header may
@@ -375,6 +376,19 @@ public:
     }
     Options &set_timeout(std::chrono::milliseconds v) { return set(&hicache_valkey_options::timeout_ms, clamp_ms(v)); }
     Options &set_connections(int v) { return set(&hicache_valkey_options::connections, static_cast<std::int32_t>(v)); }
+    /* TLS (a valkeys:// URL also turns it on); the CA file (else the system's trust store), the
+     * client certificate and key for mutual TLS, and the name to verify when not the host. */
+    Options &set_tls(bool v) { return set(&hicache_valkey_options::tls, static_cast<std::int32_t>(v ? 1 : 0)); }
+    Options &set_tls_ca_cert(std::string_view v) { return set(&hicache_valkey_options::tls_ca_cert, v); }
+    Options &set_tls_cert(std::string_view v) { return set(&hicache_valkey_options::tls_cert, v); }
+    Options &set_tls_key(std::string_view v) { return set(&hicache_valkey_options::tls_key, v); }
+    Options &set_tls_server_name(std::string_view v) { return set(&hicache_valkey_options::tls_server_name, v); }
+    /* INSECURE: accept any server certificate (logged as a warning by the library). */
+    Options &set_tls_insecure_skip_verify(bool v) {
+        return set(&hicache_valkey_options::tls_insecure_skip_verify, static_cast<std::int32_t>(v ? 1 : 0));
+    }
+    /* batch_set skips keys already stored with the same value format and payload length. */
+    Options &set_skip_existing(bool v) { return set(&hicache_valkey_options::skip_existing, static_cast<std::int32_t>(v ? 1 : 0)); }
 
 private:
     struct Owned {

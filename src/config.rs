@@ -31,6 +31,10 @@ pub struct Config {
     pub value_format: u64,
     /// Whether written values carry an xxh3-64 checksum of the payload (always verified on read).
     pub checksum: bool,
+    /// TLS settings; `None` for plaintext.
+    pub tls: Option<TlsConfig>,
+    /// batch_set skips keys already stored with the same value format and payload length.
+    pub skip_existing: bool,
     /// Time allowed to establish a connection, including the handshake.
     pub connect_timeout: Duration,
     /// Base time allowed for one request; large requests get more (see `min_throughput`).
@@ -58,6 +62,8 @@ impl fmt::Debug for Config {
             .field("namespace", &self.namespace)
             .field("value_format", &format_args!("{:#018x}", self.value_format))
             .field("checksum", &self.checksum)
+            .field("tls", &self.tls)
+            .field("skip_existing", &self.skip_existing)
             .field("connect_timeout", &self.connect_timeout)
             .field("io_timeout", &self.io_timeout)
             .field("connections", &self.connections)
@@ -86,6 +92,20 @@ impl Config {
     }
 }
 
+/// TLS settings, resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM file of the CA(s) to trust; `None`: the system's trust store.
+    pub ca_cert: Option<String>,
+    /// PEM files of the client certificate (chain) and its private key, for mutual TLS.
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// The name to verify in the server's certificate, when not the host (e.g. connecting by IP).
+    pub server_name: Option<String>,
+    /// Accept any server certificate. INSECURE: only when a user names it; logged once.
+    pub insecure_skip_verify: bool,
+}
+
 /// Settings given explicitly (by the C options struct, Python keyword arguments or the CLI).
 /// `None` means "take it from the environment, else the default".
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -110,6 +130,15 @@ pub struct Settings {
     pub is_mla: bool,
     pub value_format: u64,
     pub checksum: Option<bool>,
+    /// TLS on or off (`VALKEY_TLS`; a `valkeys://` URL turns it on).
+    pub tls: Option<bool>,
+    pub tls_ca_cert: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub tls_server_name: Option<String>,
+    pub tls_insecure_skip_verify: Option<bool>,
+    /// `HICACHE_VALKEY_SKIP_EXISTING`.
+    pub skip_existing: Option<bool>,
     pub connect_timeout_ms: Option<i64>,
     pub io_timeout_ms: Option<i64>,
     pub connections: Option<i64>,
@@ -158,6 +187,7 @@ impl Settings {
         let mut username = None;
         let mut password = None;
         let mut socket = None;
+        let mut url_tls = false;
 
         // Lowest to highest precedence: env URL, env fields, explicit URL, explicit fields.
         let mut apply_url = |url: &str, origin: &str| -> Result<()> {
@@ -165,6 +195,7 @@ impl Settings {
             host = parts.host;
             port = parts.port.into();
             socket = parts.socket;
+            url_tls = parts.tls;
             if let Some(d) = parts.db {
                 db = d;
             }
@@ -252,18 +283,35 @@ impl Settings {
             (self.pp_rank.unwrap_or(0), self.pp_size.unwrap_or(1)),
             (self.cp_rank.unwrap_or(0), self.cp_size.unwrap_or(1)),
         )?;
-        let checksum = match self.checksum {
-            Some(c) => c,
-            None => match env("HICACHE_VALKEY_CHECKSUM").as_deref() {
-                None => false,
-                Some("1" | "true" | "on" | "yes") => true,
-                Some("0" | "false" | "off" | "no") => false,
-                Some(other) => {
-                    return Err(Error::invalid_config(format!(
-                        "HICACHE_VALKEY_CHECKSUM='{other}' is not a boolean (use 1/0, true/false, on/off)"
-                    )))
-                }
-            },
+        let bool_env = |value: Option<bool>, name: &str| -> Result<Option<bool>> {
+            match value {
+                Some(v) => Ok(Some(v)),
+                None => env(name).map(|v| parse_bool(&v, name)).transpose(),
+            }
+        };
+        let checksum = bool_env(self.checksum, "HICACHE_VALKEY_CHECKSUM")?.unwrap_or(false);
+        let skip_existing = bool_env(self.skip_existing, "HICACHE_VALKEY_SKIP_EXISTING")?.unwrap_or(false);
+        let str_env = |value: &Option<String>, name: &str| value.clone().or_else(|| env(name));
+        let tls_on = bool_env(self.tls, "VALKEY_TLS")?.unwrap_or(false) || url_tls;
+        let tls = if tls_on {
+            let t = TlsConfig {
+                ca_cert: str_env(&self.tls_ca_cert, "VALKEY_TLS_CA_CERT"),
+                cert: str_env(&self.tls_cert, "VALKEY_TLS_CERT"),
+                key: str_env(&self.tls_key, "VALKEY_TLS_KEY"),
+                server_name: str_env(&self.tls_server_name, "VALKEY_TLS_SERVER_NAME"),
+                insecure_skip_verify: bool_env(self.tls_insecure_skip_verify, "VALKEY_TLS_INSECURE_SKIP_VERIFY")?.unwrap_or(false),
+            };
+            if t.cert.is_some() != t.key.is_some() {
+                return Err(Error::invalid_config(
+                    "mutual TLS needs both a client certificate and its key (VALKEY_TLS_CERT and VALKEY_TLS_KEY, or the tls_cert and tls_key options)",
+                ));
+            }
+            if socket.is_some() {
+                return Err(Error::invalid_config("TLS over a Unix domain socket is not supported: use one or the other"));
+            }
+            Some(t)
+        } else {
+            None
         };
         let positive = |v: i64, what: &str| -> Result<u64> {
             u64::try_from(v)
@@ -295,6 +343,8 @@ impl Settings {
             namespace,
             value_format: self.value_format,
             checksum,
+            tls,
+            skip_existing,
             connect_timeout: Duration::from_millis(connect_ms),
             io_timeout: Duration::from_millis(io_ms),
             min_throughput: 64 << 20,
@@ -305,6 +355,14 @@ impl Settings {
     }
 }
 
+fn parse_bool(text: &str, what: &str) -> Result<bool> {
+    match text.trim() {
+        "1" | "true" | "on" | "yes" => Ok(true),
+        "0" | "false" | "off" | "no" => Ok(false),
+        other => Err(Error::invalid_config(format!("{what}='{other}' is not a boolean (use 1/0, true/false, on/off)"))),
+    }
+}
+
 fn parse_int(text: &str, what: &str) -> Result<i64> {
     text.trim()
         .parse()
@@ -312,6 +370,7 @@ fn parse_int(text: &str, what: &str) -> Result<i64> {
 }
 
 struct UrlParts {
+    tls: bool,
     socket: Option<String>,
     host: String,
     port: u16,
@@ -325,9 +384,12 @@ fn parse_url(url: &str, origin: &str) -> Result<UrlParts> {
     use redis::IntoConnectionInfo;
     let shown = redact_url(url);
     let bad = |why: String| Error::invalid_config(format!("{origin} '{shown}' is not a valid Valkey URL: {why}"));
-    if url.starts_with("valkeys://") || url.starts_with("rediss://") {
-        return Err(bad("TLS is not supported by this version".into()));
-    }
+    // valkeys:// and rediss:// are redis:// with TLS (parsed without the redis crate's TLS feature).
+    let (tls, url) = match url.strip_prefix("valkeys://").or_else(|| url.strip_prefix("rediss://")) {
+        Some(rest) => (true, format!("redis://{rest}")),
+        None => (false, url.to_string()),
+    };
+    let url = url.as_str();
     // The redis crate's parser knows redis:// and redis+unix:// / unix://; valkey is a synonym.
     let normalized = match url.strip_prefix("valkey") {
         Some(rest) if rest.starts_with("://") || rest.starts_with("+unix://") => format!("redis{rest}"),
@@ -346,6 +408,7 @@ fn parse_url(url: &str, origin: &str) -> Result<UrlParts> {
     let settings = info.redis_settings();
     let has_db = if socket.is_some() { url.contains("db=") } else { url.splitn(4, '/').nth(3).is_some_and(|p| !p.is_empty()) };
     Ok(UrlParts {
+        tls,
         socket,
         host,
         port,

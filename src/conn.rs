@@ -60,6 +60,9 @@ impl Conn {
     /// `CONFIG GET proto-max-bulk-len`) with `cfg`'s credentials, all by `deadline`.
     pub fn connect(cfg: &Config, endpoint: &Endpoint, deadline: Instant) -> Result<Conn> {
         let server = endpoint.name();
+        if cfg.tls.is_some() {
+            return Err(Error::new(ErrorKind::Tls, format!("{server}: TLS is not available in this build yet")));
+        }
         let sock = Socket::connect(endpoint, deadline, &server)?;
         let mut conn = Conn {
             sock,

@@ -22,6 +22,8 @@ pub enum ErrorKind {
     Server,
     /// The server's ACL does not allow a command we need (`NOPERM`).
     Permission,
+    /// A TLS connection could not be set up (certificates, names, TLS against plaintext).
+    Tls,
 }
 
 /// An error with its kind and a human-readable message.

@@ -158,7 +158,7 @@ pub fn finish(ends: Vec<(Range<usize>, LaneEnd)>, outcomes: &mut [Outcome], idx:
         pass.torn.extend(end.torn.into_iter().map(|i| idx[range.start + i]));
         match end.failed {
             Some((done, e)) => {
-                pass.unreachable &= done == 0 && matches!(e.kind(), ErrorKind::Connection | ErrorKind::Auth | ErrorKind::Permission);
+                pass.unreachable &= done == 0 && matches!(e.kind(), ErrorKind::Connection | ErrorKind::Auth | ErrorKind::Permission | ErrorKind::Tls);
                 pass.conn_failed |= e.kind() == ErrorKind::Connection;
                 let outcome = if e.kind() == ErrorKind::Timeout { Outcome::Timeout } else { Outcome::IoError };
                 outcomes[range.start + done..range.end].fill(outcome);

@@ -73,6 +73,14 @@ class hicache_valkey_options(Structure):
         ("model_name", c_char_p),
         # appended in 0.2
         ("socket_path", c_char_p),
+        ("tls", c_int32),
+        ("tls_insecure_skip_verify", c_int32),
+        ("skip_existing", c_int32),
+        ("reserved", c_int32),
+        ("tls_ca_cert", c_char_p),
+        ("tls_cert", c_char_p),
+        ("tls_key", c_char_p),
+        ("tls_server_name", c_char_p),
     ]
 
 
@@ -248,7 +256,7 @@ def _layout_problems() -> List[str]:
         # The first published fields end at HICACHE_VALKEY_OPTIONS_V1_SIZE; later ones follow.
         expect("the end of hicache_valkey_options.model_name", o.model_name.offset + ptr, OPTIONS_V1_SIZE)
         expect("offsetof(hicache_stats, used_memory_human)", hicache_stats.used_memory_human.offset, 32)
-        expect("sizeof(hicache_stats)", ctypes.sizeof(hicache_stats), 352)
+        expect("sizeof(hicache_stats)", ctypes.sizeof(hicache_stats), 360)
     return problems
 
 

@@ -25,6 +25,7 @@ class Status(enum.IntEnum):
     SERVER = 7
     PANIC = 8
     PERMISSION = 9
+    TLS = 10
 
 
 class HiCacheValkeyError(Exception):
@@ -114,6 +115,14 @@ class PermissionDeniedError(HiCacheValkeyError, PermissionError):
     status = Status.PERMISSION
 
 
+class TlsError(HiCacheValkeyError, ConnectionError):
+    """A TLS connection could not be set up (untrusted or expired certificate, name mismatch,
+    client certificate required, TLS against a plaintext port or the reverse); the message says
+    which."""
+
+    status = Status.TLS
+
+
 class StoreClosedError(HiCacheValkeyError):
     """The :class:`~hicache_valkey.ValkeyStore` was closed."""
 
@@ -128,6 +137,7 @@ _BY_STATUS: Dict[int, Type[HiCacheValkeyError]] = {
     Status.SERVER: ServerError,
     Status.PANIC: InternalError,
     Status.PERMISSION: PermissionDeniedError,
+    Status.TLS: TlsError,
 }
 
 

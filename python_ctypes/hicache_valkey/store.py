@@ -227,7 +227,7 @@ def _opt_str(name: str, v: Any) -> bytes:
 
 
 #: Options given as booleans (stored as 1 / 0).
-_BOOL_OPTIONS = frozenset({"checksum", "is_mla"})
+_BOOL_OPTIONS = frozenset({"checksum", "is_mla", "tls", "tls_insecure_skip_verify", "skip_existing"})
 #: Integer bits an option may use, by its ctypes field type.
 _INT_BITS = {c_int32: 31, c_uint32: 32, c_uint64: 64}
 
@@ -289,6 +289,13 @@ class ValkeyStore:
         timeout_ms: Optional[int] = None,
         connections: Optional[int] = None,
         socket_path: Optional[str] = None,
+        tls: Optional[bool] = None,
+        tls_ca_cert: Optional[str] = None,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
+        tls_server_name: Optional[str] = None,
+        tls_insecure_skip_verify: Optional[bool] = None,
+        skip_existing: Optional[bool] = None,
     ):
         # Keyword argument -> the hicache_valkey_options field of the same name.
         options: Dict[str, Any] = {
@@ -298,6 +305,9 @@ class ValkeyStore:
             "is_mla": is_mla, "value_format": value_format, "checksum": checksum,
             "connect_timeout_ms": connect_timeout_ms, "timeout_ms": timeout_ms,
             "connections": connections, "socket_path": socket_path,
+            "tls": tls, "tls_ca_cert": tls_ca_cert, "tls_cert": tls_cert, "tls_key": tls_key,
+            "tls_server_name": tls_server_name, "tls_insecure_skip_verify": tls_insecure_skip_verify,
+            "skip_existing": skip_existing,
         }
         if not isinstance(value_format, (int, np.integer)) or isinstance(value_format, bool):
             raise InvalidConfigError(f"value_format must be an unsigned 64-bit integer, got {value_format!r}")

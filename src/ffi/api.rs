@@ -70,6 +70,24 @@ fn unset_options() -> hicache_valkey_options {
         password: std::ptr::null(),
         model_name: std::ptr::null(),
         socket_path: std::ptr::null(),
+        tls: unset,
+        tls_insecure_skip_verify: unset,
+        skip_existing: unset,
+        reserved: 0,
+        tls_ca_cert: std::ptr::null(),
+        tls_cert: std::ptr::null(),
+        tls_key: std::ptr::null(),
+        tls_server_name: std::ptr::null(),
+    }
+}
+
+/// An `int32_t` boolean option: `HICACHE_VALKEY_UNSET`, 0 or 1.
+fn opt_bool(v: i32, what: &str) -> Result<Option<bool>, Error> {
+    match v {
+        HICACHE_VALKEY_UNSET => Ok(None),
+        0 => Ok(Some(false)),
+        1 => Ok(Some(true)),
+        other => Err(Error::new(ErrorKind::InvalidConfig, format!("option {what} must be 0 or 1, got {other}"))),
     }
 }
 
@@ -143,6 +161,9 @@ unsafe fn settings_from(opts: *const hicache_valkey_options) -> Result<Settings,
     let mut o = unset_options();
     // SAFETY: `opts` is readable for struct_size bytes by contract; `o` has OPTIONS_SIZE >= size.
     unsafe { std::ptr::copy_nonoverlapping(opts.cast::<u8>(), (&mut o as *mut hicache_valkey_options).cast::<u8>(), size) };
+    if o.reserved != 0 {
+        return Err(invalid("opts->reserved must be 0"));
+    }
     Ok(Settings {
         // SAFETY (each opt_str): the caller's strings are NULL or NUL-terminated.
         url: unsafe { opt_str(o.url, "url") }?,
@@ -161,12 +182,15 @@ unsafe fn settings_from(opts: *const hicache_valkey_options) -> Result<Settings,
         cp_size: opt_int(o.cp_size),
         is_mla: o.is_mla != 0,
         value_format: o.value_format,
-        checksum: match o.checksum {
-            HICACHE_VALKEY_UNSET => None,
-            0 => Some(false),
-            1 => Some(true),
-            other => return Err(Error::new(ErrorKind::InvalidConfig, format!("option checksum must be 0 or 1, got {other}"))),
-        },
+        checksum: opt_bool(o.checksum, "checksum")?,
+        tls: opt_bool(o.tls, "tls")?,
+        tls_insecure_skip_verify: opt_bool(o.tls_insecure_skip_verify, "tls_insecure_skip_verify")?,
+        skip_existing: opt_bool(o.skip_existing, "skip_existing")?,
+        // SAFETY (each opt_str): the caller's strings are NULL or NUL-terminated.
+        tls_ca_cert: unsafe { opt_str(o.tls_ca_cert, "tls_ca_cert") }?,
+        tls_cert: unsafe { opt_str(o.tls_cert, "tls_cert") }?,
+        tls_key: unsafe { opt_str(o.tls_key, "tls_key") }?,
+        tls_server_name: unsafe { opt_str(o.tls_server_name, "tls_server_name") }?,
         connect_timeout_ms: opt_int(o.connect_timeout_ms),
         io_timeout_ms: opt_int(o.timeout_ms),
         connections: opt_int(o.connections),

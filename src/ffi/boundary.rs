@@ -36,6 +36,7 @@ impl From<ErrorKind> for hicache_status {
             ErrorKind::Protocol => hicache_status::Protocol,
             ErrorKind::Server => hicache_status::Server,
             ErrorKind::Permission => hicache_status::Permission,
+            ErrorKind::Tls => hicache_status::Tls,
         }
     }
 }

@@ -40,6 +40,10 @@ pub enum hicache_status {
     /// The server's ACL does not allow a command this call needs (`NOPERM`); the message names
     /// the command. See the README for the minimal ACL a deployment needs.
     Permission = 9,
+    /// A TLS connection could not be set up: untrusted or expired certificate, name mismatch,
+    /// a client certificate required, TLS against a plaintext port or the reverse, unreadable
+    /// PEM files. The message says which.
+    Tls = 10,
 }
 
 /// What happened to one key of a batch (an `int32_t` in the `outcomes` arrays).
@@ -104,7 +108,7 @@ impl CEnum for hicache_status {
     const PREFIX: &'static str = "HICACHE_STATUS_";
     const ALL: &'static [Self] = {
         use hicache_status::*;
-        &[Ok, InvalidArgument, InvalidConfig, Connection, Auth, Timeout, Protocol, Server, Panic, Permission]
+        &[Ok, InvalidArgument, InvalidConfig, Connection, Auth, Timeout, Protocol, Server, Panic, Permission, Tls]
     };
     fn value(self) -> i32 {
         self as i32
@@ -204,6 +208,26 @@ pub struct hicache_valkey_options {
     /// Path of the server's Unix domain socket (`VALKEY_SOCKET`, or a `unix://` URL); when set,
     /// `host` and `port` are not used.
     pub socket_path: *const c_char,
+    /// 1: TLS (also turned on by a `valkeys://` / `rediss://` URL, or `VALKEY_TLS=1`); 0: plaintext.
+    pub tls: i32,
+    /// 1: accept any server certificate (`VALKEY_TLS_INSECURE_SKIP_VERIFY`). INSECURE: for tests
+    /// only; logged as a warning when used.
+    pub tls_insecure_skip_verify: i32,
+    /// 1: batch_set skips keys already stored with the same value format and payload length
+    /// (`HICACHE_VALKEY_SKIP_EXISTING`), reported `HICACHE_OUTCOME_OK`; 0: always write.
+    pub skip_existing: i32,
+    /// Must be 0.
+    pub reserved: i32,
+    /// PEM file of the CA certificate(s) to trust (`VALKEY_TLS_CA_CERT`); NULL: the system's
+    /// trust store.
+    pub tls_ca_cert: *const c_char,
+    /// PEM files of the client certificate and its key, for mutual TLS (`VALKEY_TLS_CERT`,
+    /// `VALKEY_TLS_KEY`).
+    pub tls_cert: *const c_char,
+    pub tls_key: *const c_char,
+    /// The name to verify in the server's certificate instead of the host
+    /// (`VALKEY_TLS_SERVER_NAME`), e.g. when connecting by IP address.
+    pub tls_server_name: *const c_char,
 }
 
 /// Statistics filled by `hicache_stats`. Set `struct_size` to
@@ -276,7 +300,9 @@ mod tests {
         assert_eq!(offset_of!(hicache_valkey_options, value_format), 56);
         assert_eq!(offset_of!(hicache_valkey_options, model_name), 96);
         assert_eq!(offset_of!(hicache_valkey_options, socket_path), 104);
-        assert_eq!(size_of::<hicache_valkey_options>(), 112);
+        assert_eq!(offset_of!(hicache_valkey_options, tls), 112);
+        assert_eq!(offset_of!(hicache_valkey_options, tls_ca_cert), 128);
+        assert_eq!(size_of::<hicache_valkey_options>(), 160);
         assert_eq!(HICACHE_VALKEY_OPTIONS_V1_SIZE, 104, "the first published size never changes");
         assert_eq!(offset_of!(hicache_stats, model_keys), 8);
         assert_eq!(offset_of!(hicache_stats, used_memory_human), 32);
