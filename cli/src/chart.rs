@@ -6,6 +6,7 @@
 //! image crate is compiled in (plotters' default features, off here, would bring in font-kit and
 //! with it fontconfig / freetype).
 
+use crate::deploy::{DeployReport, SteadyRow};
 use crate::report::{Fig, OpReport, Report, SizeReport};
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
@@ -68,21 +69,38 @@ type DrawResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// Writes the chart of `rep` to `path` as SVG.
 pub fn write_svg(rep: &Report, path: &Path) -> DrawResult<()> {
-    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    let steady = rep.deployment.as_ref().filter(|d| !d.steady.is_empty());
+    let fresh = !rep.sizes.is_empty();
+    let rows = steady.is_some() as u32 + fresh as u32;
+    let root = SVGBackend::new(path, (WIDTH, (HEIGHT - 56) * rows.max(1) + 56)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled("hicache-valkey throughput by page size", (FONT, 24))?;
     let h = root.dim_in_pixel().1;
     let (panels, footer) = root.split_vertically(h.saturating_sub(56));
-    let ymax = [Op::Set, Op::Get]
-        .into_iter()
-        .flat_map(|op| series(rep, op))
-        .flat_map(|s| s.values.into_iter().flatten())
-        .fold(0.0f64, f64::max);
-    // Both panels on one scale, so set and get can be compared by eye.
-    let ymax = if ymax > 0.0 { ymax * 1.12 } else { 1.0 };
-    let halves = panels.split_evenly((1, 2));
-    for (area, op) in halves.iter().zip([Op::Set, Op::Get]) {
-        panel(area, rep, op, ymax)?;
+    let row_areas = panels.split_evenly((rows.max(1) as usize, 1));
+    let mut row = row_areas.iter();
+    if let Some(d) = steady {
+        let labels: Vec<String> = d.steady.iter().map(|r| r.label.clone()).collect();
+        let sets = steady_series(d, Op::Set);
+        let gets = steady_series(d, Op::Get);
+        let ymax = sets.iter().chain(&gets).flat_map(|s| s.values.iter().flatten()).fold(0.0f64, |a, b| a.max(*b));
+        let ymax = if ymax > 0.0 { ymax * 1.12 } else { 1.0 };
+        let halves = row.next().expect("a row").split_evenly((1, 2));
+        panel(&halves[0], &labels, sets, "steady state (server at maxmemory, evicting): batch_set", ymax)?;
+        panel(&halves[1], &labels, gets, "steady state: batch_get of what was just written", ymax)?;
+    }
+    if fresh {
+        let labels: Vec<String> = rep.sizes.iter().map(|s| s.label.clone()).collect();
+        let ymax = [Op::Set, Op::Get]
+            .into_iter()
+            .flat_map(|op| series(rep, op))
+            .flat_map(|s| s.values.into_iter().flatten())
+            .fold(0.0f64, f64::max);
+        // Both panels on one scale, so set and get can be compared by eye.
+        let ymax = if ymax > 0.0 { ymax * 1.12 } else { 1.0 };
+        let halves = row.next().expect("a row").split_evenly((1, 2));
+        panel(&halves[0], &labels, series(rep, Op::Set), "fresh server: batch_set", ymax)?;
+        panel(&halves[1], &labels, series(rep, Op::Get), "fresh server: batch_get", ymax)?;
     }
     let facts = format!(
         "valkey {} on {} cores, loopback; {} pages per batch, {} segments per page; best of {} repetitions; hicache-valkey {}{}",
@@ -101,16 +119,31 @@ pub fn write_svg(rep: &Report, path: &Path) -> DrawResult<()> {
     Ok(())
 }
 
-fn panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, rep: &Report, op: Op, ymax: f64) -> DrawResult<()>
+/// The steady-state lines: ours, the references and the peers.
+fn steady_series(d: &DeployReport, op: Op) -> Vec<Series> {
+    let col = |f: &dyn Fn(&SteadyRow) -> Fig| -> Vec<Fig> { d.steady.iter().map(f).collect() };
+    let set = op == Op::Set;
+    let moon = |r: &SteadyRow, layout: &str| -> Fig {
+        r.mooncake.as_ref()?.get(layout)?.get(if set { "put_GBps" } else { "get_GBps" })?.as_f64()
+    };
+    let all = [
+        Series { label: "hicache-valkey (C ABI)", color: RGBColor(31, 119, 180), dashed: false, values: col(&|r| if set { r.ours_set } else { r.ours_get }) },
+        Series { label: "Python ValkeyStore, numpy rows", color: RGBColor(148, 103, 189), dashed: true, values: col(&|r| r.python.as_ref().and_then(|p| if set { p.rows_set } else { p.rows_get })) },
+        Series { label: "Python ValkeyStore, flat pointers", color: RGBColor(140, 86, 75), dashed: true, values: col(&|r| r.python.as_ref().and_then(|p| if set { p.flat_set } else { p.flat_get })) },
+        Series { label: "SGLang backend v1", color: RGBColor(227, 119, 194), dashed: true, values: col(&|r| r.python.as_ref().and_then(|p| if set { p.sglang_set } else { p.sglang_get })) },
+        Series { label: "valkey-benchmark (fresh SET / full GET)", color: RGBColor(214, 39, 40), dashed: false, values: col(&|r| if set { r.vb_set } else { r.vb_get }) },
+        Series { label: "valkey-py pipeline", color: RGBColor(44, 160, 44), dashed: false, values: col(&|r| if set { r.py_set } else { r.py_get }) },
+        Series { label: "Mooncake, store in a third process", color: RGBColor(255, 127, 14), dashed: false, values: col(&|r| moon(r, "third_process")) },
+        Series { label: "Mooncake, two engines", color: RGBColor(188, 189, 34), dashed: true, values: col(&|r| moon(r, "two_engines")) },
+    ];
+    all.into_iter().filter(|s| s.values.iter().any(Option::is_some)).collect()
+}
+
+fn panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, labels: &[String], lines: Vec<Series>, title: &str, ymax: f64) -> DrawResult<()>
 where
     DB::ErrorType: 'static,
 {
-    let labels: Vec<String> = rep.sizes.iter().map(|s| s.label.clone()).collect();
     let n = labels.len().max(1);
-    let title = match op {
-        Op::Set => "batch_set",
-        Op::Get => "batch_get",
-    };
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT, 18))
         .margin(12)
@@ -136,7 +169,7 @@ where
         .light_line_style(RGBColor(238, 238, 238))
         .draw()
         .map_err(|e| e.to_string())?;
-    for s in series(rep, op) {
+    for s in lines {
         let pts: Vec<(SegmentValue<usize>, f64)> =
             s.values.iter().enumerate().filter_map(|(i, v)| v.map(|v| (SegmentValue::CenterOf(i), v))).collect();
         let style = ShapeStyle::from(&s.color).stroke_width(2);
