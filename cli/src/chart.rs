@@ -72,11 +72,13 @@ pub fn write_svg(rep: &Report, path: &Path) -> DrawResult<()> {
     let steady = rep.deployment.as_ref().filter(|d| !d.steady.is_empty());
     let fresh = !rep.sizes.is_empty();
     let rows = steady.is_some() as u32 + fresh as u32;
-    let root = SVGBackend::new(path, (WIDTH, (HEIGHT - 56) * rows.max(1) + 56)).into_drawing_area();
+    let extra = deployment_lines(rep);
+    let foot = 56 + 20 * extra.len() as u32;
+    let root = SVGBackend::new(path, (WIDTH, (HEIGHT - 56) * rows.max(1) + foot)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled("hicache-valkey throughput by page size", (FONT, 24))?;
     let h = root.dim_in_pixel().1;
-    let (panels, footer) = root.split_vertically(h.saturating_sub(56));
+    let (panels, footer) = root.split_vertically(h.saturating_sub(foot));
     let row_areas = panels.split_evenly((rows.max(1) as usize, 1));
     let mut row = row_areas.iter();
     if let Some(d) = steady {
@@ -114,9 +116,54 @@ pub fn write_svg(rep: &Report, path: &Path) -> DrawResult<()> {
     );
     let style = TextStyle::from((FONT, 14)).color(&RGBColor(90, 90, 90));
     footer.draw(&Text::new(facts, (60, 12), style.clone()))?;
-    footer.draw(&Text::new("GB/s = 1e9 bytes per second of page payload, higher is better; valkey-py = the plain Python approach (pipelined SET / GET into a numpy buffer)", (60, 32), style))?;
+    footer.draw(&Text::new("GB/s = 1e9 bytes per second of page payload, higher is better; valkey-py = the plain Python approach (pipelined SET / GET into a numpy buffer)", (60, 32), style.clone()))?;
+    let strong = TextStyle::from((FONT, 14)).color(&RGBColor(40, 40, 40));
+    for (i, line) in extra.into_iter().enumerate() {
+        footer.draw(&Text::new(line, (60, 54 + 20 * i as i32), strong.clone()))?;
+    }
     root.present()?;
     Ok(())
+}
+
+/// The prefetch-under-load and dedup figures, as text lines under the panels.
+fn deployment_lines(rep: &Report) -> Vec<String> {
+    let Some(d) = &rep.deployment else { return Vec::new() };
+    let f = |v: Fig, p: usize| v.map_or("-".to_string(), |x| format!("{x:.p$}"));
+    let mut out = Vec::new();
+    if let Some(l) = &d.latency_under_load {
+        out.push(format!(
+            "prefetch under a {} MiB backup (same handle), p50/p99 µs idle -> loaded: exists({}) {}/{} -> {}/{} (p99 x{}); get({} x 64K) {}/{} -> {}/{} (p99 x{})",
+            l.backup_bytes >> 20,
+            l.exists_keys,
+            f(l.exists_idle_us.0, 0),
+            f(l.exists_idle_us.1, 0),
+            f(l.exists_loaded_us.0, 0),
+            f(l.exists_loaded_us.1, 0),
+            f(l.exists_p99_ratio, 2),
+            l.get_pages,
+            f(l.get_idle_us.0, 0),
+            f(l.get_idle_us.1, 0),
+            f(l.get_loaded_us.0, 0),
+            f(l.get_loaded_us.1, 0),
+            f(l.get_p99_ratio, 2)
+        ));
+    }
+    if let Some(dd) = &d.dedup {
+        let run = |start: &str, skip: bool| {
+            dd.runs.iter().find(|r| r.start == start && r.skip_existing == skip).map_or("-".to_string(), |r| format!("{} MiB {} s", r.server_input_bytes >> 20, f(r.wall_s, 2)))
+        };
+        out.push(format!(
+            "dedup, {} engines x {} MiB prefix (server received, wall): together {} -> {} with skip_existing; one after another {} -> {}",
+            dd.engines,
+            dd.prefix_bytes >> 20,
+            run("simultaneous", false),
+            run("simultaneous", true),
+            run("staggered", false),
+            run("staggered", true)
+        ));
+        out.push(format!("skip_existing on all-new pages: {} vs {} GB/s without (cost {}%)", f(dd.new_pages_skip, 2), f(dd.new_pages_plain, 2), f(dd.new_pages_cost.map(|c| c * 100.0), 1)));
+    }
+    out
 }
 
 /// The steady-state lines: ours, the references and the peers.

@@ -426,3 +426,14 @@ def test_fingerprint_covers_the_page_format():
     assert len(set(fps.values())) == len(fps)
     again = describe_pool(make_pool("mha", "page_first", 9)).fingerprint  # pool size is not format
     assert again == fps[("mha", "page_first")]
+
+
+def test_skip_existing_is_on_by_default_in_the_backend(monkeypatch):
+    from hicache_valkey.sglang.backend import resolve_settings
+
+    monkeypatch.delenv("HICACHE_VALKEY_SKIP_EXISTING", raising=False)
+    assert resolve_settings({}, {})["skip_existing"] is True
+    assert resolve_settings({"skip_existing": False}, {})["skip_existing"] is False
+    # The environment decides when extra_config does not.
+    monkeypatch.setenv("HICACHE_VALKEY_SKIP_EXISTING", "0")
+    assert "skip_existing" not in resolve_settings({}, {})

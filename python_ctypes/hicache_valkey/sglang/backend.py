@@ -13,6 +13,7 @@ which constructs it as ``ValkeyHiCacheStorage(storage_config, kwargs)``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import logging
 import threading
 import time
@@ -55,8 +56,15 @@ SETTING_TYPES: Dict[str, type] = {
     "timeout_ms": int,
     "connect_timeout_ms": int,
     "checksum": bool,
+    "skip_existing": bool,
     "model_name": str,
 }
+
+#: The backend's own default for ``skip_existing`` (the C library's is off): engines sharing one
+#: Valkey back up the same prefix pages, and a key already stored in this page format is then not
+#: sent again (one 32-byte GETRANGE per key instead of the page). ``skip_existing: false`` in
+#: extra_config or ``HICACHE_VALKEY_SKIP_EXISTING=0`` turns it off. See README "Performance".
+SKIP_EXISTING_DEFAULT = True
 
 #: extra_config keys that belong to SGLang (or to other layers) and are ignored here.
 _FOREIGN_KEYS = {
@@ -106,6 +114,8 @@ def resolve_settings(extra_config: Optional[dict], kwargs: Optional[dict]) -> Di
             if v is not None and v != "":
                 out[key] = _convert(key, v, typ)
                 break
+    if "skip_existing" not in out and os.environ.get("HICACHE_VALKEY_SKIP_EXISTING") is None:
+        out["skip_existing"] = SKIP_EXISTING_DEFAULT
     unknown = sorted((set(extra) - set(SETTING_TYPES) - _FOREIGN_KEYS) | (set(kw) - set(SETTING_TYPES)))
     if unknown:
         logger.warning("hicache-valkey: ignoring unknown settings %s (known: %s)", unknown, sorted(SETTING_TYPES))
