@@ -22,6 +22,7 @@ mod socket;
 mod stats;
 mod store;
 mod targets;
+mod tls;
 mod topology;
 
 pub use config::{Config, Settings};

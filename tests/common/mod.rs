@@ -6,7 +6,9 @@
 
 mod data;
 mod server;
+mod tls;
 
 pub use data::*;
 pub use server::*;
+pub use tls::*;
 pub mod fake;
