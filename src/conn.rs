@@ -94,17 +94,22 @@ impl Conn {
             _ => e,
         };
         if conn.tls.is_some() {
-            conn.tls_handshake().map_err(timeout)?;
+            conn.tls_handshake(endpoint).map_err(timeout)?;
         }
-        conn.handshake(cfg).map_err(|e| conn.explain_handshake_error(e)).map_err(timeout)?;
+        conn.handshake(cfg).map_err(|e| conn.explain_handshake_error(e, endpoint, deadline)).map_err(timeout)?;
         conn.deadline = None;
         Ok(conn)
     }
 
     /// Runs the TLS handshake by the connect deadline. A plaintext server answers a ClientHello
     /// with a RESP error (or not at all: then the deadline ends it, with a hint).
-    fn tls_handshake(&mut self) -> Result<()> {
+    ///
+    /// A plaintext valkey waits for a newline that a ClientHello may not contain, so when the
+    /// first answer is slow in coming, a second connection asks the port `PING` in plaintext: a
+    /// RESP answer proves it is a plaintext port, and the handshake fails at once.
+    fn tls_handshake(&mut self, endpoint: &Endpoint) -> Result<()> {
         let mut first = true;
+        let mut probed = false;
         loop {
             self.flush_tls().map_err(|e| self.handshake_closed(e))?;
             let tls = self.tls.as_mut().expect("TLS is on");
@@ -113,11 +118,26 @@ impl Conn {
             }
             if tls.pos == tls.end {
                 let mut cipher = std::mem::take(&mut tls.cipher);
+                let deadline = self.deadline;
+                if first && !probed {
+                    self.deadline = deadline.map(|d| d.min(Instant::now() + PROBE_AFTER));
+                }
                 let got = self.recv(&mut cipher);
+                self.deadline = deadline;
                 let tls = self.tls.as_mut().expect("TLS is on");
                 tls.cipher = cipher;
                 let n = match got {
                     Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::Timeout && first && !probed => {
+                        probed = true;
+                        if let Some(answer) = probe(endpoint, &self.server, deadline, b"PING\r\n", tls::looks_like_resp) {
+                            return Err(Error::new(
+                                ErrorKind::Tls,
+                                format!("TLS: {} did not answer the TLS handshake but answers plaintext ({answer:?}): this is not a TLS port (use valkey:// or turn VALKEY_TLS off)", self.server),
+                            ));
+                        }
+                        continue;
+                    }
                     Err(e) if e.kind() == ErrorKind::Timeout => {
                         return Err(Error::new(
                             ErrorKind::Tls,
@@ -181,7 +201,8 @@ impl Conn {
     }
 
     /// A plaintext handshake that failed the way a TLS port fails it, explained.
-    fn explain_handshake_error(&self, e: Error) -> Error {
+    /// A server that closes without a word is asked, on a new connection, whether it speaks TLS.
+    fn explain_handshake_error(&self, e: Error, endpoint: &Endpoint, deadline: Instant) -> Error {
         if self.tls.is_some() || !matches!(e.kind(), ErrorKind::Connection | ErrorKind::Protocol) {
             return e;
         }
@@ -192,6 +213,14 @@ impl Conn {
             );
         }
         if self.end == 0 && e.kind() == ErrorKind::Connection && !self.server.starts_with("unix:") {
+            if let Some(hello) = tls::probe_hello() {
+                if probe(endpoint, &self.server, Some(deadline), &hello, tls::looks_like_tls).is_some() {
+                    return Error::new(
+                        ErrorKind::Tls,
+                        format!("{} closed the plaintext connection and answers a TLS handshake: this is a TLS port (use valkeys:// or VALKEY_TLS=1)", self.server),
+                    );
+                }
+            }
             return Error::new(
                 ErrorKind::Connection,
                 format!("{} (it closed before answering anything: is this a TLS port? use valkeys:// or VALKEY_TLS=1)", e.message()),
@@ -585,5 +614,39 @@ fn warn_plaintext_password(host: &str) {
     if !warned.iter().any(|h| h == host) && warned.len() < 64 {
         warned.push(host.to_string());
         tracing::warn!(host, "the password goes to {host} over plaintext TCP: anyone on the path can read it (use TLS: valkeys:// or VALKEY_TLS=1)");
+    }
+}
+
+/// How long a TLS handshake waits for its first answer before probing for a plaintext port.
+const PROBE_AFTER: Duration = Duration::from_millis(200);
+
+/// Sends `hello` to `endpoint` on a new connection (bounded by a fraction of a second and by
+/// `deadline`); the start of the answer when `expected` says it is what we looked for.
+fn probe(endpoint: &Endpoint, server: &str, deadline: Option<Instant>, hello: &[u8], expected: fn(&[u8]) -> bool) -> Option<String> {
+    let limit = Instant::now() + Duration::from_millis(500);
+    let deadline = deadline.map_or(limit, |d| d.min(limit));
+    let sock = Socket::connect(endpoint, deadline, server).ok()?;
+    let mut ping: &[u8] = hello;
+    while !ping.is_empty() {
+        match sock.send(&[IoSlice::new(ping)]) {
+            Ok(n) => ping = &ping[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                sock.wait(Ready::Write, Some(deadline)).ok().filter(|ready| *ready)?;
+            }
+            Err(_) => return None,
+        }
+    }
+    let mut answer = [0u8; 64];
+    loop {
+        match sock.recv(&mut answer, false) {
+            Ok(0) => return None,
+            Ok(n) if expected(&answer[..n]) => return Some(String::from_utf8_lossy(&answer[..n.min(40)]).trim_end().to_string()),
+            Ok(_) => return None,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                sock.wait(Ready::Read, Some(deadline)).ok().filter(|ready| *ready)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
     }
 }

@@ -187,6 +187,21 @@ pub fn looks_like_tls(bytes: &[u8]) -> bool {
     bytes.len() >= 2 && matches!(bytes[0], 0x15 | 0x16) && bytes[1] == 0x03
 }
 
+/// A ClientHello to send to a port to see whether it speaks TLS (nothing is verified: the
+/// answer's first bytes are all that is looked at).
+pub fn probe_hello() -> Option<Vec<u8>> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+        .with_no_client_auth();
+    let mut conn = ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").ok()?).ok()?;
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).ok()?;
+    Some(hello)
+}
+
 /// Accepts any server certificate (`tls_insecure_skip_verify`); signatures are still checked so
 /// the handshake itself stays sound.
 #[derive(Debug)]

@@ -112,6 +112,7 @@ fn plaintext_against_tls_and_tls_against_plaintext_are_answered_fast() {
     let e = open_err(Settings { connect_timeout_ms: Some(5000), ..settings(s.tls_port, "m") });
     assert!(started.elapsed() < Duration::from_secs(2), "plaintext on a TLS port took {:?}: {e}", started.elapsed());
     assert!(e.message().contains("TLS port") && e.message().contains("valkeys://"), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
     let started = Instant::now();
     let e = open_err(Settings { connect_timeout_ms: Some(slow.as_millis() as i64), ..tls_settings(&pki, s.server.port) });
     assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
