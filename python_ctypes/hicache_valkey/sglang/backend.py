@@ -56,6 +56,13 @@ SETTING_TYPES: Dict[str, type] = {
     "connect_timeout_ms": int,
     "checksum": bool,
     "model_name": str,
+    "socket_path": str,
+    "tls": bool,
+    "tls_ca_cert": str,
+    "tls_cert": str,
+    "tls_key": str,
+    "tls_server_name": str,
+    "tls_insecure_skip_verify": bool,
 }
 
 #: extra_config keys that belong to SGLang (or to other layers) and are ignored here.
