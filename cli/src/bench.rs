@@ -18,6 +18,11 @@ pub struct BenchArgs {
     /// A short smoke run (2 page sizes, 16 MiB per figure, 2 repetitions, fewer reference runs).
     #[arg(long)]
     quick: bool,
+    /// Measure only the transports: loopback TCP, a Unix socket and TLS side by side, each with
+    /// valkey-benchmark over the same transport, on a valkey-server this run starts itself
+    /// (see cli/src/transports.rs).
+    #[arg(long)]
+    transports: bool,
     /// Page sizes, e.g. 16K,64K,256K,1M,4M [default: those five; --quick: 64K,1M].
     #[arg(long, value_delimiter = ',')]
     sizes: Vec<String>,
@@ -379,6 +384,11 @@ fn replot(from: &Path, args: &BenchArgs) -> AnyResult<()> {
 pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &BenchArgs) -> AnyResult<()> {
     if let Some(from) = &args.replot {
         return replot(from, args);
+    }
+    if args.transports {
+        let sizes = args.sizes.iter().map(|s| parse_size(s)).collect::<Result<Vec<_>, _>>()?;
+        let params = crate::transports::Params { quick: args.quick, sizes, pages: args.pages, segments: args.segments, min_mib: args.min_mib, reps: args.reps, connections: args.connections };
+        return crate::transports::run(&params);
     }
     let started = Instant::now();
     let mut settings = settings.clone();

@@ -15,6 +15,7 @@ mod chart;
 mod client;
 mod refs;
 mod report;
+mod transports;
 
 use clap::{Args, Parser, Subcommand};
 use client::{cstr_field, Handle, OpenOptions};
