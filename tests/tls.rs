@@ -4,8 +4,11 @@
 //! cluster over TLS resharded behind the handle's back.
 
 mod common;
+#[path = "common/tls.rs"]
+mod pki;
 
-use common::{keys, page, refs, settings, Pki, TlsCluster, TlsServer};
+use common::{keys, page, refs, settings};
+use pki::{Pki, TlsCluster, TlsServer};
 use hicache_valkey::{ErrorKind, Outcome, Settings, Store};
 use std::time::{Duration, Instant};
 

@@ -9,10 +9,8 @@
 mod capi;
 mod data;
 mod server;
-mod tls;
 
 pub use capi::*;
 pub use data::*;
 pub use server::*;
-pub use tls::*;
 pub mod fake;

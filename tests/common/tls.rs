@@ -1,10 +1,11 @@
 //! TLS for tests: a throwaway PKI generated at test time (rcgen; nothing is committed) and
 //! valkey-servers / clusters that also listen with TLS.
 //!
-//! Every server keeps its plaintext port too (the readiness probe and the redis-crate checks use
+//! Included by tests/tls.rs only (`#[path]`), so other test crates (cli/tests too) need no
+//! rcgen. Every server keeps its plaintext port too (the readiness probe and the redis-crate checks use
 //! it); the tests talk to `tls_port`.
 
-use super::server::{free_port, Server};
+use crate::common::{free_port, Server};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use std::cell::Cell;
 use std::path::Path;
