@@ -604,10 +604,8 @@ impl Conn {
 /// Warns (once per host and process) that a password goes over plaintext TCP to a host that is
 /// not this machine.
 fn warn_plaintext_password(host: &str) {
-    use std::net::IpAddr;
     static WARNED: parking_lot::Mutex<Vec<String>> = parking_lot::Mutex::new(Vec::new());
-    let loopback = host == "localhost" || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if loopback {
+    if is_loopback(host) {
         return;
     }
     let mut warned = WARNED.lock();
@@ -615,6 +613,11 @@ fn warn_plaintext_password(host: &str) {
         warned.push(host.to_string());
         tracing::warn!(host, "the password goes to {host} over plaintext TCP: anyone on the path can read it (use TLS: valkeys:// or VALKEY_TLS=1)");
     }
+}
+
+/// Whether `host` names this machine (`localhost`, 127.0.0.0/8, ::1).
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// How long a TLS handshake waits for its first answer before probing for a plaintext port.
@@ -648,5 +651,22 @@ fn probe(endpoint: &Endpoint, server: &str, deadline: Option<Instant>, hello: &[
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_hosts_are_spared_the_plaintext_password_warning() {
+        for host in ["localhost", "127.0.0.1", "127.1.2.3", "::1", "[::1]"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["10.0.0.5", "cache.internal", "::ffff:10.0.0.1", "192.168.1.1"] {
+            assert!(!is_loopback(host), "{host}");
+        }
+        warn_plaintext_password("10.0.0.5"); // logs once; never fails
+        warn_plaintext_password("10.0.0.5");
     }
 }
