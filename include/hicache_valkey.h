@@ -102,7 +102,7 @@ typedef enum hicache_status {
   HICACHE_STATUS_PANIC = 8,
   /*
    The server's ACL does not allow a command this call needs (`NOPERM`); the message names
-   the command. See the README for the minimal ACL a deployment needs.
+   the command. docs/reliability.md gives the minimal ACL a deployment needs.
    */
   HICACHE_STATUS_PERMISSION = 9,
   /*
