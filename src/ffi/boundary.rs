@@ -81,10 +81,15 @@ fn quiet_panics() {
     });
 }
 
+/// An `HICACHE_STATUS_INVALID_ARGUMENT` error with `message`.
+pub fn invalid(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidArgument, message)
+}
+
 /// Fails with `HICACHE_STATUS_INVALID_ARGUMENT` when `ptr` is NULL.
 pub fn non_null<T>(ptr: *const T, what: &str) -> Result<(), Error> {
     if ptr.is_null() {
-        Err(Error::new(ErrorKind::InvalidArgument, format!("{what} is NULL")))
+        Err(invalid(format!("{what} is NULL")))
     } else {
         Ok(())
     }
