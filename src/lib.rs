@@ -18,6 +18,7 @@ mod outcome;
 mod pipeline;
 mod quiet;
 mod resp;
+mod routing;
 mod socket;
 mod stats;
 mod store;
