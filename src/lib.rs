@@ -24,6 +24,7 @@ mod stats;
 mod store;
 mod targets;
 mod topology;
+mod url;
 
 pub use config::{Config, Settings};
 pub use error::{Error, ErrorKind, Result};
