@@ -4,6 +4,11 @@
 //! [`ffi`] and is a thin shell over it. See the README for the key format, the stored value
 //! format and the data path.
 
+// The C boundary is audited by the compiler: every unsafe operation sits in an `unsafe` block,
+// even inside an `unsafe fn`, and every `unsafe` block says why it is sound.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod cluster;
 mod config;
 mod conn;

@@ -91,31 +91,84 @@ unsafe fn value_segments<'a>(v: &hicache_value, i: usize) -> Result<&'a [hicache
     Ok(segs)
 }
 
-type BatchArgs<'a> = (&'a Store, Vec<&'a [u8]>, &'a [hicache_value], &'a mut [i32]);
+/// The checked arguments of `batch_set` / `batch_get`.
+struct BatchArgs<'a> {
+    store: &'a Store,
+    /// The keys, as slices.
+    keys: Vec<&'a [u8]>,
+    values: &'a [hicache_value],
+    /// The values' segment count, checked to fit an array of `S` (see [`batch_args`]).
+    segments: usize,
+    /// The caller's outcome slots.
+    outcomes: &'a mut [i32],
+}
 
-/// The checked arguments of `batch_set` / `batch_get`: the store, the keys as slices, the
-/// values and the outcome slots.
+/// Checks the arguments of `batch_set` / `batch_get`, and that the values' segments fit an
+/// array of `S` (what the call builds from them).
 ///
 /// # Safety
-/// As documented on those functions.
-unsafe fn batch_args<'a>(
+/// As documented on those functions: `handle` is NULL or a live handle; `keys`, `values` and
+/// `outcomes` are NULL or valid for `n` items; every key's `ptr` is valid for its `len` bytes.
+unsafe fn batch_args<'a, S>(
     handle: *const hicache_valkey,
     keys: *const hicache_key,
     values: *const hicache_value,
     n: usize,
     outcomes: *mut i32,
 ) -> Result<BatchArgs<'a>, Error> {
-    // SAFETY (whole block): the pointers are checked for NULL; validity is the caller's contract.
+    // SAFETY: `handle` is NULL (rejected by `store`) or live, by this function's contract.
     let store = unsafe { store(handle) }?;
+    // SAFETY: `keys` is NULL (rejected) or valid for `n` keys whose `ptr`s are valid for their
+    // `len` bytes, by this function's contract.
     let keys = unsafe { key_slices(items(keys, n, "keys")?) }?;
+    // SAFETY: `values` is NULL (rejected) or valid for `n` values, by this function's contract.
     let values = unsafe { items(values, n, "values") }?;
-    let out = if n == 0 {
+    let segments = total_segments(values)?;
+    check_count::<S>(segments, "segments")?;
+    let outcomes = if n == 0 {
         &mut []
     } else {
         non_null(outcomes, "outcomes")?;
+        check_count::<i32>(n, "outcomes")?;
+        // SAFETY: non-NULL, and writable for `n` items by this function's contract; the caller's
+        // array is not otherwise borrowed during the call.
         unsafe { std::slice::from_raw_parts_mut(outcomes, n) }
     };
-    Ok((store, keys, values, out))
+    Ok(BatchArgs { store, keys, values, segments, outcomes })
+}
+
+/// `n` copies of `value`, or an error (not an abort) when that much memory cannot be had.
+fn filled<T: Clone>(n: usize, value: T, what: &str) -> Result<Vec<T>, Error> {
+    let mut v = try_vec(n, what)?;
+    v.resize(n, value);
+    Ok(v)
+}
+
+/// The bytes of a segment that `value_segments` checked.
+///
+/// # Safety
+/// `s.ptr` is valid for reads of `s.len` bytes (or `s.len` is 0) for `'a`.
+unsafe fn segment_bytes<'a>(s: &hicache_segment) -> &'a [u8] {
+    if s.len == 0 {
+        return &[];
+    }
+    // SAFETY: non-NULL (value_segments rejects a NULL pointer with a length) and readable for
+    // `len` bytes by this function's contract.
+    unsafe { std::slice::from_raw_parts(s.ptr as *const u8, s.len) }
+}
+
+/// The bytes of a segment that `value_segments` checked, for writing.
+///
+/// # Safety
+/// `s.ptr` is valid for writes of `s.len` bytes (or `s.len` is 0) for `'a`, and no other
+/// reference to those bytes exists meanwhile (segments of a batch do not overlap).
+unsafe fn segment_bytes_mut<'a>(s: &hicache_segment) -> &'a mut [u8] {
+    if s.len == 0 {
+        return &mut [];
+    }
+    // SAFETY: non-NULL (value_segments rejects a NULL pointer with a length), writable for `len`
+    // bytes and not aliased, by this function's contract.
+    unsafe { std::slice::from_raw_parts_mut(s.ptr as *mut u8, s.len) }
 }
 
 /// Writes the outcomes and the message of the first failed key, if any.
@@ -154,26 +207,25 @@ pub unsafe extern "C" fn hicache_valkey_batch_set(
     outcomes: *mut i32,
 ) -> hicache_status {
     ffi_call(|| {
-        // SAFETY: the contract above.
-        let (store, keys, values, out) = unsafe { batch_args(handle, keys, values, n, outcomes) }?;
-        let segments = total_segments(values)?;
-        check_count::<IoSlice<'_>>(segments, "segments")?;
-        let mut flat: Vec<IoSlice<'_>> = try_vec(segments, "segments")?;
+        // SAFETY: the pointers are as this function's `# Safety` section says.
+        let a = unsafe { batch_args::<IoSlice<'_>>(handle, keys, values, n, outcomes) }?;
+        let mut flat: Vec<IoSlice<'_>> = try_vec(a.segments, "segments")?;
         let mut bounds = try_vec(n.saturating_add(1), "values")?;
         bounds.push(0);
-        for (i, v) in values.iter().enumerate() {
+        for (i, v) in a.values.iter().enumerate() {
+            // SAFETY: `v.segments` is valid for `v.count` segments by this function's contract.
             for s in unsafe { value_segments(v, i) }? {
-                let bytes: &[u8] = if s.len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(s.ptr as *const u8, s.len) } };
-                flat.push(IoSlice::new(bytes));
+                // SAFETY: each segment's `ptr` is readable for its `len` bytes during the call, by
+                // this function's contract.
+                flat.push(IoSlice::new(unsafe { segment_bytes(s) }));
             }
             bounds.push(flat.len());
         }
         let mut per_value: Vec<&[IoSlice<'_>]> = try_vec(n, "values")?;
         per_value.extend(bounds.windows(2).map(|w| &flat[w[0]..w[1]]));
-        let mut results = try_vec(n, "outcomes")?;
-        results.resize(n, Outcome::Ok);
-        let r = store.batch_set(&keys, &per_value, &mut results)?;
-        report(&results, out, r);
+        let mut results = filled(n, Outcome::Ok, "outcomes")?;
+        let r = a.store.batch_set(&a.keys, &per_value, &mut results)?;
+        report(&results, a.outcomes, r);
         Ok(())
     })
 }
@@ -197,23 +249,19 @@ pub unsafe extern "C" fn hicache_valkey_batch_get(
     outcomes: *mut i32,
 ) -> hicache_status {
     ffi_call(|| {
-        // SAFETY: the contract above.
-        let (store, keys, values, out) = unsafe { batch_args(handle, keys, values, n, outcomes) }?;
-        let segments = total_segments(values)?;
-        check_count::<hicache_segment>(segments, "segments")?;
-        let mut targets = ReadTargets::try_with_capacity(n, segments)?;
-        for (i, v) in values.iter().enumerate() {
+        // SAFETY: the pointers are as this function's `# Safety` section says.
+        let a = unsafe { batch_args::<hicache_segment>(handle, keys, values, n, outcomes) }?;
+        let mut targets = ReadTargets::try_with_capacity(n, a.segments)?;
+        for (i, v) in a.values.iter().enumerate() {
+            // SAFETY: `v.segments` is valid for `v.count` segments by this function's contract.
             let segs = unsafe { value_segments(v, i) }?;
-            targets.push_value(segs.iter().map(|s| {
-                let bytes: &mut [u8] =
-                    if s.len == 0 { &mut [] } else { unsafe { std::slice::from_raw_parts_mut(s.ptr as *mut u8, s.len) } };
-                bytes
-            }));
+            // SAFETY: each segment's `ptr` is writable for its `len` bytes during the call and no
+            // two segments overlap, by this function's contract.
+            targets.push_value(segs.iter().map(|s| unsafe { segment_bytes_mut(s) }));
         }
-        let mut results = try_vec(n, "outcomes")?;
-        results.resize(n, Outcome::Miss);
-        let r = store.batch_get(&keys, &mut targets, &mut results)?;
-        report(&results, out, r);
+        let mut results = filled(n, Outcome::Miss, "outcomes")?;
+        let r = a.store.batch_get(&a.keys, &mut targets, &mut results)?;
+        report(&results, a.outcomes, r);
         Ok(())
     })
 }
@@ -236,19 +284,23 @@ pub unsafe extern "C" fn hicache_valkey_batch_exists(
     leading_hits: *mut usize,
 ) -> hicache_status {
     ffi_call(|| {
-        // SAFETY (whole block): the pointers are checked for NULL; validity is the contract above.
+        // SAFETY: `handle` is NULL (rejected by `store`) or live, by this function's contract.
         let store = unsafe { store(handle) }?;
         non_null(leading_hits, "leading_hits")?;
+        // SAFETY: `keys` is NULL (rejected) or valid for `n` keys whose `ptr`s are valid for their
+        // `len` bytes, by this function's contract.
         let keys = unsafe { key_slices(items(keys, n, "keys")?) }?;
-        let mut flags = try_vec(n, "keys")?;
-        flags.resize(n, false);
+        let mut flags = filled(n, false, "keys")?;
         let (leading, r) = store.batch_exists(&keys, &mut flags)?;
         if !found.is_null() {
+            // SAFETY: non-NULL, and writable for `n` bytes by this function's contract (`n` fits
+            // an array: `keys` is one).
             let found = unsafe { std::slice::from_raw_parts_mut(found, n) };
             for (slot, f) in found.iter_mut().zip(&flags) {
                 *slot = u8::from(*f);
             }
         }
+        // SAFETY: non-NULL (checked above) and writable by this function's contract.
         unsafe { leading_hits.write(leading) };
         report_failures(r, n);
         Ok(())

@@ -1,7 +1,10 @@
 //! The string functions: `hicache_valkey_version`, `_status_str`, `_outcome_str` and
-//! `_last_error`.
+//! `_last_error`. They return a value, not a status, and leave the last error alone (they are
+//! used to print it), so they do not run inside `ffi_call`: `version` cannot panic (it returns a
+//! pointer to a static string), and the others run inside `ffi_value`, which turns a panic into a
+//! fixed answer. `ffi::audit` checks that every export is one or the other.
 
-use super::boundary::with_last_error;
+use super::boundary::{ffi_value, with_last_error};
 use super::types::*;
 use std::ffi::{c_char, CString};
 use std::sync::OnceLock;
@@ -9,6 +12,7 @@ use std::sync::OnceLock;
 /// The library's version, e.g. "0.1.0" (static string).
 #[no_mangle]
 pub extern "C" fn hicache_valkey_version() -> *const c_char {
+    // PANIC-FREE: a pointer to a static string; nothing here can panic.
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
@@ -16,16 +20,20 @@ pub extern "C" fn hicache_valkey_version() -> *const c_char {
 /// "HICACHE_STATUS_UNKNOWN" for a value that is not a status).
 #[no_mangle]
 pub extern "C" fn hicache_valkey_status_str(status: i32) -> *const c_char {
-    static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
-    enum_name::<hicache_status>(&NAMES, status)
+    ffi_value(c"HICACHE_STATUS_UNKNOWN".as_ptr(), || {
+        static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
+        enum_name::<hicache_status>(&NAMES, status)
+    })
 }
 
 /// The name of a `hicache_outcome` value, e.g. "HICACHE_OUTCOME_MISS" (static string;
 /// "HICACHE_OUTCOME_UNKNOWN" for a value that is not an outcome).
 #[no_mangle]
 pub extern "C" fn hicache_valkey_outcome_str(outcome: i32) -> *const c_char {
-    static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
-    enum_name::<hicache_outcome>(&NAMES, outcome)
+    ffi_value(c"HICACHE_OUTCOME_UNKNOWN".as_ptr(), || {
+        static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
+        enum_name::<hicache_outcome>(&NAMES, outcome)
+    })
 }
 
 /// The static C string naming `value` of `E` (its names made once, the last one "UNKNOWN").
@@ -48,16 +56,20 @@ fn enum_name<E: CEnum>(names: &'static OnceLock<Vec<CString>>, value: i32) -> *c
 /// `buf` is NULL or writable for `buf_len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn hicache_valkey_last_error(buf: *mut c_char, buf_len: usize) -> usize {
-    with_last_error(|m| {
-        if !buf.is_null() && buf_len > 0 {
-            let n = m.len().min(buf_len - 1);
-            // SAFETY: non-NULL, writable for buf_len > n bytes by contract.
-            unsafe {
-                std::ptr::copy_nonoverlapping(m.as_ptr(), buf.cast::<u8>(), n);
-                buf.add(n).write(0);
+    // A panic (this thread's message is gone: the thread is exiting) reads as no message.
+    ffi_value(0, || {
+        with_last_error(|m| {
+            if !buf.is_null() && buf_len > 0 {
+                let n = m.len().min(buf_len - 1);
+                // SAFETY: `buf` is non-NULL and writable for `buf_len` > `n` bytes by this
+                // function's contract, and cannot overlap the library's own message.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(m.as_ptr(), buf.cast::<u8>(), n);
+                    buf.add(n).write(0);
+                }
             }
-        }
-        m.len()
+            m.len()
+        })
     })
 }
 
@@ -69,6 +81,7 @@ mod tests {
 
     #[test]
     fn names_match_the_enums() {
+        // SAFETY: the name functions return static NUL-terminated strings.
         let name = |p: *const c_char| unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_string();
         assert_eq!(name(hicache_valkey_status_str(hicache_status::Auth as i32)), "HICACHE_STATUS_AUTH");
         assert_eq!(name(hicache_valkey_status_str(99)), "HICACHE_STATUS_UNKNOWN");
@@ -85,6 +98,8 @@ mod tests {
 
     #[test]
     fn null_arguments_are_rejected_with_a_message() {
+        // SAFETY: every pointer passed is NULL (rejected, or allowed by the contract) or to a
+        // local of the right type and size.
         unsafe {
             assert_eq!(hicache_valkey_options_init(std::ptr::null_mut(), 104), hicache_status::InvalidArgument);
             assert_eq!(hicache_valkey_open(std::ptr::null(), std::ptr::null_mut()), hicache_status::InvalidArgument);

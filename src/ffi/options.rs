@@ -129,14 +129,20 @@ pub(super) unsafe fn settings_from(opts: *const hicache_valkey_options) -> Resul
     if o.reserved != 0 {
         return Err(invalid("opts->reserved must be 0"));
     }
+    // Only ever applied to the string fields of `o` below.
+    let text = |ptr: *const c_char, what: &str| {
+        // SAFETY: `ptr` is a string field of the caller's struct (or an unset NULL of
+        // `unset_options`), which this function's contract says is NULL or a NUL-terminated
+        // string.
+        unsafe { opt_str(ptr, what) }
+    };
     Ok(Settings {
-        // SAFETY (each opt_str): the caller's strings are NULL or NUL-terminated.
-        url: unsafe { opt_str(o.url, "url") }?,
-        host: unsafe { opt_str(o.host, "host") }?,
-        username: unsafe { opt_str(o.username, "username") }?,
-        password: unsafe { opt_str(o.password, "password") }?,
-        model_name: unsafe { opt_str(o.model_name, "model_name") }?,
-        socket: unsafe { opt_str(o.socket_path, "socket_path") }?,
+        url: text(o.url, "url")?,
+        host: text(o.host, "host")?,
+        username: text(o.username, "username")?,
+        password: text(o.password, "password")?,
+        model_name: text(o.model_name, "model_name")?,
+        socket: text(o.socket_path, "socket_path")?,
         port: opt_int(o.port),
         db: opt_int(o.db),
         tp_rank: opt_int(o.tp_rank),
@@ -151,11 +157,10 @@ pub(super) unsafe fn settings_from(opts: *const hicache_valkey_options) -> Resul
         tls: opt_bool(o.tls, "tls")?,
         tls_insecure_skip_verify: opt_bool(o.tls_insecure_skip_verify, "tls_insecure_skip_verify")?,
         skip_existing: opt_bool(o.skip_existing, "skip_existing")?,
-        // SAFETY (each opt_str): the caller's strings are NULL or NUL-terminated.
-        tls_ca_cert: unsafe { opt_str(o.tls_ca_cert, "tls_ca_cert") }?,
-        tls_cert: unsafe { opt_str(o.tls_cert, "tls_cert") }?,
-        tls_key: unsafe { opt_str(o.tls_key, "tls_key") }?,
-        tls_server_name: unsafe { opt_str(o.tls_server_name, "tls_server_name") }?,
+        tls_ca_cert: text(o.tls_ca_cert, "tls_ca_cert")?,
+        tls_cert: text(o.tls_cert, "tls_cert")?,
+        tls_key: text(o.tls_key, "tls_key")?,
+        tls_server_name: text(o.tls_server_name, "tls_server_name")?,
         connect_timeout_ms: opt_int(o.connect_timeout_ms),
         io_timeout_ms: opt_int(o.timeout_ms),
         connections: opt_int(o.connections),
@@ -171,6 +176,9 @@ mod tests {
 
     #[test]
     fn invalid_options_fail_before_connecting() {
+        // SAFETY: an all-zero options struct is valid (NULL strings, zero integers), and every
+        // pointer passed is to a local of the right type; `o` is at least each size passed
+        // but the rejected larger one, which is refused before a byte is written.
         unsafe {
             let mut o = std::mem::zeroed::<hicache_valkey_options>();
             let mut h = std::ptr::null_mut();
