@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing hicache-valkey needs on a Debian bookworm machine:
 # valkey-server/valkey-tools 8.x from bookworm-backports (the suite is added for the mirror the
-# machine already uses), cmake, pkg-config, valgrind, python3-venv. Idempotent: does nothing when
-# everything is present. Needs root (or sudo) only when something is missing.
+# machine already uses), cmake, pkg-config, valgrind, g++, shellcheck; and cargo-nextest (the
+# runner scripts/test.sh uses for the cargo tests, for its JUnit results) with `cargo install`.
+# Idempotent: does nothing when everything is present. Needs root (or sudo) only when a Debian
+# package is missing.
 set -euo pipefail
 
 need=()
@@ -12,6 +14,12 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+
+if command -v cargo >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
+  echo "install-deps: cargo install --locked cargo-nextest" >&2
+  cargo install --locked cargo-nextest >&2
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -64,6 +64,7 @@ valkey_start_node() {
     valkey-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
       --logfile "$dir/valkey.log" --protected-mode no "${args[@]}" </dev/null >"$dir/stderr.log" 2>&1 &
     pid=$!
+    # shellcheck disable=SC2034 # for the cleanup trap of the script that sources this file
     VALKEY_STARTING_PID=$pid
     deadline=$((SECONDS + VALKEY_START_TIMEOUT_S))
     answer=""
@@ -80,6 +81,7 @@ valkey_start_node() {
       fi
       answer=$(valkey_answering_pid "$port" "$password")
       if [ "$answer" = "$pid" ]; then
+        # shellcheck disable=SC2034 # the results, for the script that sources this file
         NODE_PORT=$port NODE_PID=$pid
         return 0
       fi
@@ -88,6 +90,7 @@ valkey_start_node() {
       if [ -z "$answer" ] && [ -z "$password" ] &&
          REDISCLI_AUTH="" timeout 3 valkey-cli -h 127.0.0.1 -p "$port" -t 1 PING 2>/dev/null | grep -q NOAUTH &&
          grep -q 'Ready to accept connections' "$dir/valkey.log" 2>/dev/null; then
+        # shellcheck disable=SC2034
         NODE_PORT=$port NODE_PID=$pid
         return 0
       fi

@@ -33,10 +33,11 @@ count=$((primaries * (1 + replicas)))
 root=$(mktemp -d -t hicache-valkey-cluster.XXXXXX)
 pids=() ports=()
 VALKEY_STARTING_PID=""
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   local pid
-  for pid in "${pids[@]}" $VALKEY_STARTING_PID; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}" $VALKEY_STARTING_PID; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" ${VALKEY_STARTING_PID:+"$VALKEY_STARTING_PID"}; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" ${VALKEY_STARTING_PID:+"$VALKEY_STARTING_PID"}; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$root"
 }
 trap cleanup EXIT

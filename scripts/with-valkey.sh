@@ -23,6 +23,7 @@ command -v valkey-server >/dev/null || "$here/install-deps.sh"
 
 dir=$(mktemp -d -t hicache-valkey.XXXXXX)
 VALKEY_STARTING_PID=""
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   if [ -n "$VALKEY_STARTING_PID" ]; then
     kill "$VALKEY_STARTING_PID" 2>/dev/null || true

@@ -6,14 +6,13 @@
 
 mod common;
 
-use common::{keys, page, refs, settings, Server};
+use common::{c_open, keys, page, refs, settings, Server};
 use hicache_valkey::ffi::{
     hicache_key, hicache_segment, hicache_status, hicache_valkey_batch_get, hicache_valkey_batch_set, hicache_valkey_close,
-    hicache_valkey_open, hicache_valkey_options, hicache_valkey_options_init, hicache_value,
+    hicache_value,
 };
 use hicache_valkey::{Outcome, ReadTargets, Settings, Store};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::ffi::CString;
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
@@ -134,18 +133,10 @@ fn rust_api(port: u16, connections: i64) {
 }
 
 fn c_abi(port: u16) {
-    let host = CString::new("127.0.0.1").unwrap();
-    let model = CString::new("alloc-c").unwrap();
     let (keys, mut data) = pages();
     let mut back: Vec<Vec<u8>> = (0..KEYS).map(|_| vec![0u8; PAGE]).collect();
+    let h = c_open(port, Some(c"alloc-c"), |_| {});
     unsafe {
-        let mut o: hicache_valkey_options = std::mem::zeroed();
-        assert_eq!(hicache_valkey_options_init(&mut o, std::mem::size_of::<hicache_valkey_options>()), hicache_status::Ok);
-        o.host = host.as_ptr();
-        o.port = port.into();
-        o.model_name = model.as_ptr();
-        let mut h = std::ptr::null_mut();
-        assert_eq!(hicache_valkey_open(&o, &mut h), hicache_status::Ok);
         let ckeys: Vec<hicache_key> = keys.iter().map(|k| hicache_key { ptr: k.as_ptr(), len: k.len() }).collect();
         let seg = |v: &mut Vec<u8>| hicache_segment { ptr: v.as_mut_ptr().cast(), len: v.len() };
         let wsegs: Vec<hicache_segment> = data.iter_mut().map(seg).collect();

@@ -170,8 +170,7 @@ fn a_slot_mid_migration_is_followed_after_ask() {
 /// A node of a cluster whose slots were never assigned: a clear error at open, not a panic later.
 #[test]
 fn a_cluster_without_slots_is_a_clear_error() {
-    let bus = common::free_port().to_string();
-    let node = common::Server::start(&["--cluster-enabled", "yes", "--cluster-port", &bus]);
+    let node = common::Server::start_cluster_node(&[]);
     let s = hicache_valkey::Settings { host: Some("127.0.0.1".into()), port: Some(node.port.into()), ..Default::default() };
     let e = Store::open(s.resolve().unwrap()).err().expect("open fails");
     assert!(e.message().contains("no node of its cluster serves any hash slot"), "{e}");

@@ -6,8 +6,8 @@
 mod common;
 
 use common::fake::{self, Cmd, Fake, Memory, Step};
+use common::{open, page};
 use hicache_valkey::{ErrorKind, Outcome, ReadTargets, Result, Settings, Store};
-use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,35 +21,17 @@ const UNTOUCHED: u8 = 0xEE;
 
 fn settings(port: u16) -> Settings {
     Settings {
-        host: Some("127.0.0.1".into()),
-        port: Some(port.into()),
-        model_name: Some("faults".into()),
         value_format: FORMAT,
         checksum: Some(false),
         connections: Some(1),
         connect_timeout_ms: Some(2000),
         io_timeout_ms: Some(2000),
-        ..Default::default()
+        ..common::settings(port, "faults")
     }
 }
 
-fn open(s: Settings) -> Store {
-    Store::open(s.resolve().unwrap()).unwrap()
-}
-
-fn page(seed: u8) -> Vec<u8> {
-    page_of(seed, LEN)
-}
-
-fn page_of(seed: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|j| (j as u32).wrapping_mul(2654435761).rotate_left(seed as u32 % 31 + 1) as u8 ^ seed).collect()
-}
-
 fn set_one(store: &Store, key: &str, payload: &[u8]) -> Outcome {
-    let slices = [IoSlice::new(payload)];
-    let mut out = [Outcome::Miss];
-    store.batch_set(&[key.as_bytes()], &[&slices[..]], &mut out).unwrap();
-    out[0]
+    common::set_segments(store, &[key.as_bytes().to_vec()], &[vec![payload]])[0]
 }
 
 /// batch_get of one key into `buf` (as two segments, so a payload is scattered).
@@ -71,7 +53,7 @@ fn untouched(buf: &[u8]) -> bool {
 /// not be reported as a MISS (which promises untouched segments): it is a failure.
 #[test]
 fn torn_payload_then_a_miss_on_retry_is_a_failure_not_a_miss() {
-    let data = page(1);
+    let data = page(1, LEN);
     let memory = Arc::new(Memory::default());
     let gets = Arc::new(AtomicUsize::new(0));
     let fake = Fake::start({
@@ -102,7 +84,7 @@ fn torn_payload_then_a_miss_on_retry_is_a_failure_not_a_miss() {
 /// times out after io_timeout, not later, and is not a MISS.
 #[test]
 fn payload_stalled_midway_is_a_timeout_within_the_timeout() {
-    let data = page(2);
+    let data = page(2, LEN);
     let fake = Fake::start({
         let data = data.clone();
         move |cmd: &Cmd| match cmd.name().as_str() {
@@ -128,7 +110,7 @@ fn payload_stalled_midway_is_a_timeout_within_the_timeout() {
 /// retry included: io_timeout + connect_timeout + a margin, not two timeouts.
 #[test]
 fn a_retried_lane_stays_within_one_deadline() {
-    let data = page(3);
+    let data = page(3, LEN);
     let gets = Arc::new(AtomicUsize::new(0));
     let (io, connect, margin) = (Duration::from_millis(400), Duration::from_millis(100), Duration::from_millis(100));
     let fake = Fake::start({
@@ -171,7 +153,7 @@ fn a_duplicate_reply_is_never_read_as_the_next_answer() {
     // Small pages: both copies fit in the socket's first receive window, so the duplicate is
     // in the client's socket by the time the first call is done with the connection.
     const SMALL: usize = 4096;
-    let (a, b) = (page_of(4, SMALL), page_of(5, SMALL));
+    let (a, b) = (page(4, SMALL), page(5, SMALL));
     let answered = Arc::new(AtomicUsize::new(0));
     let fake = Fake::start({
         let (a, b, answered) = (a.clone(), b.clone(), answered.clone());
@@ -230,7 +212,7 @@ fn garbage_replies_fail_cleanly_and_the_handle_recovers() {
         }
     });
     let store = open(settings(fake.port));
-    let good = page(6);
+    let good = page(6, LEN);
     assert_eq!(set_one(&store, "good-page", &good), Outcome::Ok);
     let check_good = |after: &str| {
         let mut buf = vec![UNTOUCHED; LEN];

@@ -4,21 +4,13 @@
 mod common;
 
 use common::Server;
-use ::hicache_valkey::ffi::{
-    hicache_stats, hicache_status, hicache_valkey_close, hicache_valkey_open, hicache_valkey_options, hicache_valkey_options_init,
-    hicache_valkey_stats,
-};
+use ::hicache_valkey::ffi::{hicache_stats, hicache_status, hicache_valkey_close, hicache_valkey_stats};
 
 #[test]
 fn stats_serve_callers_built_against_the_shorter_first_struct() {
     let server = Server::start(&[]);
+    let h = common::c_open(server.port, None, |_| {});
     unsafe {
-        let mut o = std::mem::zeroed::<hicache_valkey_options>();
-        assert_eq!(hicache_valkey_options_init(&mut o, std::mem::size_of::<hicache_valkey_options>()), hicache_status::Ok);
-        o.host = c"127.0.0.1".as_ptr();
-        o.port = server.port.into();
-        let mut h = std::ptr::null_mut();
-        assert_eq!(hicache_valkey_open(&o, &mut h), hicache_status::Ok);
 
         let old = std::mem::offset_of!(hicache_stats, cluster_primaries);
         let mut buf = vec![0xEEu8; std::mem::size_of::<hicache_stats>() + 16];

@@ -10,9 +10,9 @@ mod common;
 
 use ::hicache_valkey::ffi::{
     hicache_key, hicache_segment, hicache_status, hicache_valkey, hicache_valkey_batch_exists, hicache_valkey_batch_get,
-    hicache_valkey_batch_set, hicache_valkey_close, hicache_valkey_last_error, hicache_valkey_open, hicache_valkey_options,
-    hicache_valkey_options_init, hicache_value,
+    hicache_valkey_batch_set, hicache_valkey_close, hicache_value,
 };
+use common::c_last_error as last_error;
 use common::fake::{Cmd, Fake, Memory};
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
@@ -80,31 +80,13 @@ fn in_child(name: &str, body: impl FnOnce()) {
     );
 }
 
-fn last_error() -> String {
-    let mut buf = vec![0u8; 1024];
-    // SAFETY: writable for its length.
-    let n = unsafe { hicache_valkey_last_error(buf.as_mut_ptr().cast(), buf.len()) };
-    buf.truncate(n.min(buf.len() - 1));
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 /// A handle on a fake server that stores what it is sent (no real server needed: nothing of
 /// these calls should reach the network).
 fn open() -> (Fake, *mut hicache_valkey) {
     let memory = Arc::new(Memory::default());
     let fake = Fake::start(move |cmd: &Cmd| memory.answer(cmd));
-    // SAFETY: plain FFI calls with valid pointers.
-    unsafe {
-        let mut o = std::mem::zeroed::<hicache_valkey_options>();
-        assert_eq!(hicache_valkey_options_init(&mut o, std::mem::size_of::<hicache_valkey_options>()), hicache_status::Ok);
-        o.host = c"127.0.0.1".as_ptr();
-        o.port = fake.port.into();
-        o.model_name = c"ffi-limits".as_ptr();
-        o.connections = 1;
-        let mut h = std::ptr::null_mut();
-        assert_eq!(hicache_valkey_open(&o, &mut h), hicache_status::Ok, "{}", last_error());
-        (fake, h)
-    }
+    let h = common::c_open(fake.port, Some(c"ffi-limits"), |o| o.connections = 1);
+    (fake, h)
 }
 
 fn key(s: &'static [u8]) -> hicache_key {

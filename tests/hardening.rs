@@ -3,24 +3,18 @@
 
 mod common;
 
-use common::Server;
-use hicache_valkey::{ErrorKind, Outcome, ReadTargets, Settings, Store};
-use std::io::IoSlice;
+use common::{get, keys, refs, set, try_set, Server};
+use hicache_valkey::{ErrorKind, Outcome, Settings, Store};
 use std::time::{Duration, Instant};
 
 fn settings(port: u16) -> Settings {
-    Settings { host: Some("127.0.0.1".into()), port: Some(port.into()), model_name: Some("hard".into()), ..Default::default() }
+    common::settings(port, "hard")
 }
 
+/// Pages `p-0000`, `p-0001`... of `size` bytes.
 fn set_pages(store: &Store, n: usize, size: usize) -> Vec<Outcome> {
-    let keys: Vec<Vec<u8>> = (0..n).map(|i| format!("p{i}").into_bytes()).collect();
     let pages: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; size]).collect();
-    let k: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-    let slices: Vec<[IoSlice<'_>; 1]> = pages.iter().map(|p| [IoSlice::new(p)]).collect();
-    let values: Vec<&[IoSlice<'_>]> = slices.iter().map(|s| s.as_slice()).collect();
-    let mut out = vec![Outcome::Miss; n];
-    store.batch_set(&k, &values, &mut out).unwrap();
-    out
+    set(store, &keys(n, "p"), &pages)
 }
 
 /// `clear` and `stats` on a server that stopped serving writes (CLIENT PAUSE WRITE) fail within
@@ -59,9 +53,7 @@ fn the_documented_minimal_acl_user_can_do_everything() {
     let store = Store::open(s.clone().resolve().unwrap()).expect("connects without CLIENT SETNAME rights");
     assert!(set_pages(&store, 4, 1000).iter().all(|o| *o == Outcome::Ok));
     let mut found = [false; 4];
-    let keys: Vec<Vec<u8>> = (0..4).map(|i| format!("p{i}").into_bytes()).collect();
-    let k: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-    assert_eq!(store.batch_exists(&k, &mut found).unwrap().0, 4);
+    assert_eq!(store.batch_exists(&refs(&keys(4, "p")), &mut found).unwrap().0, 4);
     assert_eq!(store.stats().unwrap().server.model_keys, 4);
     store.ping().unwrap();
     assert_eq!(store.clear().unwrap(), 4);
@@ -79,22 +71,14 @@ fn the_documented_minimal_acl_user_can_do_everything() {
 fn an_oversize_value_fails_alone() {
     let server = Server::start(&["--proto-max-bulk-len", "1mb"]);
     let store = Store::open(settings(server.port).resolve().unwrap()).unwrap();
-    let keys: Vec<Vec<u8>> = (0..3).map(|i| format!("big{i}").into_bytes()).collect();
+    let k = keys(3, "big");
     let pages = [vec![1u8; 1000], vec![2u8; 2 << 20], vec![3u8; 1000]];
-    let k: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-    let slices: Vec<[IoSlice<'_>; 1]> = pages.iter().map(|p| [IoSlice::new(p)]).collect();
-    let values: Vec<&[IoSlice<'_>]> = slices.iter().map(|s| s.as_slice()).collect();
     let mut out = vec![Outcome::Miss; 3];
-    let report = store.batch_set(&k, &values, &mut out).unwrap();
+    let report = try_set(&store, &k, &pages, &mut out).unwrap();
     assert_eq!(out, [Outcome::Ok, Outcome::TooLarge, Outcome::Ok]);
     assert!(report.first_error.unwrap().message().contains("proto-max-bulk-len"));
     let mut bufs = [vec![0u8; 1000], vec![0u8; 2 << 20], vec![0u8; 1000]];
-    let mut t = ReadTargets::with_capacity(3, 3);
-    for b in bufs.iter_mut() {
-        t.push_value([b.as_mut_slice()]);
-    }
-    store.batch_get(&k, &mut t, &mut out).unwrap();
-    drop(t);
+    let out = get(&store, &k, &mut bufs);
     assert_eq!(out, [Outcome::Ok, Outcome::Miss, Outcome::Ok]);
     assert_eq!((bufs[0][0], bufs[2][999]), (1, 3));
 }

@@ -81,6 +81,17 @@ impl Server {
         panic!("valkey-server could not get a port of its own in {} attempts:\n{}", rejected.len(), reasons.join("\n"))
     }
 
+    /// Starts a cluster-enabled valkey-server (no slots assigned) with extra `args`; its cluster
+    /// bus port is a fresh free port with every attempt.
+    pub fn start_cluster_node(args: &[&str]) -> Server {
+        let args = || {
+            let mut a = ["--cluster-enabled", "yes", "--cluster-port", &free_port().to_string()].map(String::from).to_vec();
+            a.extend(args.iter().map(|s| s.to_string()));
+            a
+        };
+        Self::start_with(std::iter::repeat_with(free_port), args)
+    }
+
     /// Starts valkey-server on exactly `port` (to bring a killed server back where its clients
     /// expect it). A port that is still taken is tried again for a few seconds, then the test
     /// fails with the server's log.
@@ -259,13 +270,7 @@ impl Cluster {
     pub fn start_with_replicas(primaries: usize, replicas: usize) -> Cluster {
         let mut nodes = Vec::new();
         for _ in 0..primaries * (1 + replicas) {
-            // A fresh bus port with every attempt: a taken bus port fails the bind like a taken port.
-            let args = || {
-                ["--cluster-enabled", "yes", "--cluster-port", &free_port().to_string(), "--cluster-node-timeout", "2000"]
-                    .map(String::from)
-                    .to_vec()
-            };
-            nodes.push(Server::start_with(std::iter::repeat_with(free_port), args));
+            nodes.push(Server::start_cluster_node(&["--cluster-node-timeout", "2000"]));
         }
         let mut create = Command::new("valkey-cli");
         create.arg("--cluster").arg("create");
