@@ -1,8 +1,8 @@
 //! hicache-valkey: Valkey as the storage tier of an LLM inference engine's hierarchical KV cache.
 //!
 //! The safe core ([`Store`], [`Settings`], [`Config`]) knows nothing of C; the C ABI lives in
-//! [`ffi`] and is a thin shell over it. See the README for the key format, the stored value
-//! format and the data path.
+//! [`ffi`] and is a thin shell over it. See the README for the key format, and docs/design.md
+//! for the stored value format, the data path and what each module holds.
 
 // The C boundary is audited by the compiler: every unsafe operation sits in an `unsafe` block,
 // even inside an `unsafe fn`, and every `unsafe` block says why it is sound.
