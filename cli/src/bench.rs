@@ -118,6 +118,20 @@ fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A reference measurement's result; a failure is reported, noted in the report and `None`
+/// (the bench goes on without that reference).
+fn reference<T>(what: &str, result: Result<T, String>, notes: &mut Vec<String>) -> Option<T> {
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let message = format!("{what} failed: {e}");
+            progress(&message);
+            notes.push(message);
+            None
+        }
+    }
+}
+
 fn progress(msg: &str) {
     eprintln!("[bench] {msg}");
 }
@@ -501,31 +515,14 @@ pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &Bench
         };
         h.clear()?;
         let total_pages = plan.min_bytes.div_ceil((size * args.pages) as u64).max(1) * args.pages as u64;
-        let vb = if have_vb {
-            match measure_vb(&target, size, &plan, total_pages, pid) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    progress(&format!("valkey-benchmark failed: {e}"));
-                    notes.push(format!("valkey-benchmark failed: {e}"));
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let vb = if have_vb { reference("valkey-benchmark", measure_vb(&target, size, &plan, total_pages, pid), &mut notes) } else { None };
         let peer = if have_peer {
             let repeat = (plan.min_bytes / (size * args.pages) as u64).clamp(if q { 1 } else { 3 }, 64) as usize;
-            match refs::peer(&peer_python, &peer_script, &target, args.pages, size, repeat) {
-                Ok(p) => {
-                    progress(&format!("valkey-py {:>4}: set {:.2} GB/s, get {:.2} GB/s (best of {repeat})", size_label(size), p.set_gbps, p.get_gbps));
-                    Some(p)
-                }
-                Err(e) => {
-                    progress(&format!("valkey-py peer failed: {e}"));
-                    notes.push(format!("valkey-py peer failed: {e}"));
-                    None
-                }
+            let p = reference("valkey-py peer", refs::peer(&peer_python, &peer_script, &target, args.pages, size, repeat), &mut notes);
+            if let Some(p) = &p {
+                progress(&format!("valkey-py {:>4}: set {:.2} GB/s, get {:.2} GB/s (best of {repeat})", size_label(size), p.set_gbps, p.get_gbps));
             }
+            p
         } else {
             None
         };
