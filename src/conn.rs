@@ -114,6 +114,8 @@ impl Conn {
             self.flush_tls().map_err(|e| self.handshake_closed(e))?;
             let tls = self.tls.as_mut().expect("TLS is on");
             if !tls.conn.is_handshaking() {
+                let (version, suite) = (tls.conn.protocol_version(), tls.conn.negotiated_cipher_suite().map(|s| s.suite()));
+                tracing::debug!(server = %self.server, ?version, ?suite, "TLS handshake done");
                 return Ok(());
             }
             if tls.pos == tls.end {

@@ -61,8 +61,17 @@ fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>> {
     Ok(config)
 }
 
+/// ring's suites with AES-128-GCM first: as safe as AES-256 for this use and ~30% cheaper per
+/// byte (the server follows the client's order unless told to prefer its own).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::CipherSuite as S;
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.sort_by_key(|s| match s.suite() {
+        S::TLS13_AES_128_GCM_SHA256 => 0,
+        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 1,
+        _ => 2,
+    });
+    Arc::new(p)
 }
 
 fn build(tls: &TlsConfig) -> Result<ClientConfig> {

@@ -1,6 +1,6 @@
 //! `hicache-valkey bench --transports`: batch_set / batch_get over loopback TCP, a Unix domain
 //! socket and TLS, side by side in one run, each next to valkey-benchmark over the same transport
-//! (`-h/-p`, `-s PATH`, `--tls --cacert CA`). It starts its own valkey-server listening on all
+//! (`-h/-p`, `-s PATH`, `--tls --cacert CA` with the AES-128-GCM suite the library negotiates). It starts its own valkey-server listening on all
 //! three (a throwaway CA and server certificate made with the `openssl` command in a temp dir),
 //! so the figures compare transports and nothing else. Kept apart from the main bench (bench.rs).
 
@@ -125,7 +125,16 @@ impl Transport {
         match self {
             Transport::Tcp => vec![],
             Transport::Unix => vec!["-s".into(), s.socket.to_string_lossy().into_owned()],
-            Transport::Tls => vec!["-p".into(), s.tls_port.to_string(), "--tls".into(), "--cacert".into(), s.ca.to_string_lossy().into_owned()],
+            // The suite the library negotiates (AES-128-GCM): the same cipher on both sides.
+            Transport::Tls => vec![
+                "-p".into(),
+                s.tls_port.to_string(),
+                "--tls".into(),
+                "--cacert".into(),
+                s.ca.to_string_lossy().into_owned(),
+                "--tls-ciphersuites".into(),
+                "TLS_AES_128_GCM_SHA256".into(),
+            ],
         }
     }
 }
