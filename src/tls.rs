@@ -14,7 +14,7 @@ use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection,
 use std::sync::{Arc, Once};
 
 /// Size of the ciphertext buffer one socket read fills (rustls alone reads 4 KiB at a time).
-pub const CIPHER_BUF: usize = 256 << 10;
+const CIPHER_BUF: usize = 256 << 10;
 /// Plaintext rustls may hold encrypted and unsent; a vectored write is taken in pieces this big.
 const SEND_LIMIT: usize = 256 << 10;
 
