@@ -9,7 +9,30 @@
  *   message. Batches report per-key results in an int32_t outcomes array of hicache_outcome values.
  * - A handle (const hicache_valkey *) may be used by several threads at once.
  * - The caller owns all memory it passes in; the library keeps no pointer after a call returns.
- * - Strings returned by the library are static.
+ * - Strings returned by the library are static and never NULL.
+ *
+ * NULL pointers: a NULL where none is allowed is never dereferenced; the call returns
+ * HICACHE_STATUS_INVALID_ARGUMENT and the message names the argument. Per function:
+ *   options_init(opts, struct_size)          opts: not NULL.
+ *   open(opts, out)                          opts: may be NULL (environment, else defaults).
+ *                                            out: not NULL; *out is NULL after a failure.
+ *   close(handle)                            handle: may be NULL (a no-op).
+ *   batch_set / batch_get(handle, keys, values, n, outcomes)
+ *                                            handle: not NULL. keys, values, outcomes: NULL
+ *                                            only when n == 0. keys[i].ptr: not NULL (a key is
+ *                                            at least one byte). values[i].segments: NULL only
+ *                                            when values[i].count == 0. segments[j].ptr: NULL
+ *                                            only when segments[j].len == 0.
+ *   batch_exists(handle, keys, n, found, leading_hits)
+ *                                            handle, leading_hits: not NULL. keys: NULL only
+ *                                            when n == 0 (keys[i].ptr as above). found: may be
+ *                                            NULL (only the leading count is wanted).
+ *   stats(handle, out)                       handle, out: not NULL.
+ *   clear(handle, deleted)                   handle: not NULL. deleted: may be NULL.
+ *   ping(handle, rtt_us)                     handle: not NULL. rtt_us: may be NULL.
+ *   last_error(buf, buf_len)                 buf: may be NULL (any buf_len) to ask the length.
+ *   version(), status_str(s), outcome_str(o) take no pointer and never return NULL.
+ * (Each name above is hicache_valkey_<name>.)
  */
 
 #ifndef HICACHE_VALKEY_H
@@ -102,7 +125,7 @@ typedef enum hicache_status {
   HICACHE_STATUS_PANIC = 8,
   /*
    The server's ACL does not allow a command this call needs (`NOPERM`); the message names
-   the command. See the README for the minimal ACL a deployment needs.
+   the command. docs/reliability.md gives the minimal ACL a deployment needs.
    */
   HICACHE_STATUS_PERMISSION = 9,
   /*

@@ -4,7 +4,7 @@
 # machine already uses), cmake, pkg-config, valgrind, g++, shellcheck; and cargo-nextest (the
 # runner scripts/test.sh uses for the cargo tests, for its JUnit results) with `cargo install`.
 # Idempotent: does nothing when everything is present. Needs root (or sudo) only when a Debian
-# package is missing.
+# package is missing. openssl (the command) makes the TLS tests' throwaway certificates.
 set -euo pipefail
 
 need=()
@@ -15,6 +15,8 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+# the C and Python TLS tests and `bench --transports` make throwaway certificates with it
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if command -v cargo >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
   echo "install-deps: cargo install --locked cargo-nextest" >&2

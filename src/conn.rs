@@ -12,8 +12,9 @@
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::resp::{parse_reply_line, push_command, Reply, Value};
-use crate::socket::{Endpoint, Ready, Socket};
-use std::io::{self, IoSlice};
+use crate::socket::{Endpoint, Ready, SendTo, Socket};
+use crate::tls::{self, TlsStream};
+use std::io::{self, IoSlice, Read, Write};
 use std::time::{Duration, Instant};
 
 /// Size of the reply-header buffer.
@@ -38,6 +39,8 @@ pub struct Redirects {
 /// An open, authenticated connection.
 pub struct Conn {
     sock: Socket,
+    /// The TLS session over `sock`, when TLS is on: every byte in and out goes through it.
+    tls: Option<Box<TlsStream>>,
     buf: Box<[u8]>,
     pos: usize,
     end: usize,
@@ -60,12 +63,21 @@ impl Conn {
     /// `CONFIG GET proto-max-bulk-len`) with `cfg`'s credentials, all by `deadline`.
     pub fn connect(cfg: &Config, endpoint: &Endpoint, deadline: Instant) -> Result<Conn> {
         let server = endpoint.name();
-        if cfg.tls.is_some() {
-            return Err(Error::new(ErrorKind::Tls, format!("{server}: TLS is not available in this build yet")));
-        }
+        let tls = match (&cfg.tls, endpoint) {
+            (Some(t), Endpoint::Tcp { host, .. }) => Some(Box::new(TlsStream::new(t, host)?)),
+            (Some(_), Endpoint::Unix(_)) => return Err(Error::invalid_config("TLS over a Unix domain socket is not supported")),
+            (None, Endpoint::Tcp { host, .. }) => {
+                if cfg.password.is_some() {
+                    warn_plaintext_password(host);
+                }
+                None
+            }
+            (None, Endpoint::Unix(_)) => None,
+        };
         let sock = Socket::connect(endpoint, deadline, &server)?;
         let mut conn = Conn {
             sock,
+            tls,
             buf: vec![0; READ_BUF].into_boxed_slice(),
             pos: 0,
             end: 0,
@@ -77,15 +89,146 @@ impl Conn {
             redirects: Redirects::default(),
             asking: false,
         };
-        conn.handshake(cfg).map_err(|e| match e.kind() {
-            ErrorKind::Timeout => Error::new(
-                ErrorKind::Timeout,
-                format!("{} (connect timeout {} ms)", e.message(), cfg.connect_timeout.as_millis()),
-            ),
+        let timeout = |e: Error| match e.kind() {
+            ErrorKind::Timeout => Error::new(ErrorKind::Timeout, format!("{} (connect timeout {} ms)", e.message(), cfg.connect_timeout.as_millis())),
             _ => e,
-        })?;
+        };
+        if conn.tls.is_some() {
+            conn.tls_handshake(endpoint).map_err(timeout)?;
+        }
+        conn.handshake(cfg).map_err(|e| conn.explain_handshake_error(e, endpoint, deadline)).map_err(timeout)?;
         conn.deadline = None;
         Ok(conn)
+    }
+
+    /// Runs the TLS handshake by the connect deadline. A plaintext server answers a ClientHello
+    /// with a RESP error (or not at all: then the deadline ends it, with a hint).
+    ///
+    /// A plaintext valkey waits for a newline that a ClientHello may not contain, so when the
+    /// first answer is slow in coming, a second connection asks the port `PING` in plaintext: a
+    /// RESP answer proves it is a plaintext port, and the handshake fails at once.
+    fn tls_handshake(&mut self, endpoint: &Endpoint) -> Result<()> {
+        let mut first = true;
+        let mut probed = false;
+        loop {
+            self.flush_tls().map_err(|e| self.handshake_closed(e))?;
+            let tls = self.tls.as_mut().expect("TLS is on");
+            if !tls.conn.is_handshaking() {
+                let (version, suite) = (tls.conn.protocol_version(), tls.conn.negotiated_cipher_suite().map(|s| s.suite()));
+                tracing::debug!(server = %self.server, ?version, ?suite, "TLS handshake done");
+                return Ok(());
+            }
+            if tls.pos == tls.end {
+                let mut cipher = std::mem::take(&mut tls.cipher);
+                let deadline = self.deadline;
+                if first && !probed {
+                    self.deadline = deadline.map(|d| d.min(Instant::now() + PROBE_AFTER));
+                }
+                let got = self.recv(&mut cipher);
+                self.deadline = deadline;
+                let tls = self.tls.as_mut().expect("TLS is on");
+                tls.cipher = cipher;
+                let n = match got {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::Timeout && first && !probed => {
+                        probed = true;
+                        if let Some(answer) = probe(endpoint, &self.server, deadline, b"PING\r\n", tls::looks_like_resp) {
+                            return Err(Error::new(
+                                ErrorKind::Tls,
+                                format!("TLS: {} did not answer the TLS handshake but answers plaintext ({answer:?}): this is not a TLS port (use valkey:// or turn VALKEY_TLS off)", self.server),
+                            ));
+                        }
+                        continue;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Timeout => {
+                        return Err(Error::new(
+                            ErrorKind::Tls,
+                            format!("TLS: {} did not answer the TLS handshake in time (is this a plaintext port? use valkey:// or turn VALKEY_TLS off)", self.server),
+                        ))
+                    }
+                    Err(e) => return Err(self.handshake_closed(e)),
+                };
+                if first && tls::looks_like_resp(&tls.cipher[..n]) {
+                    let answer = String::from_utf8_lossy(&tls.cipher[..n.min(80)]).trim_end().to_string();
+                    return Err(Error::new(
+                        ErrorKind::Tls,
+                        format!("TLS: {} answered the TLS handshake in plaintext ({answer:?}): this is not a TLS port (use valkey:// or turn VALKEY_TLS off)", self.server),
+                    ));
+                }
+                first = false;
+                (tls.pos, tls.end) = (0, n);
+            }
+            self.feed_tls()?;
+        }
+    }
+
+    /// A lost connection during the TLS handshake, explained.
+    fn handshake_closed(&self, e: Error) -> Error {
+        if e.kind() != ErrorKind::Connection {
+            return e;
+        }
+        Error::new(
+            ErrorKind::Tls,
+            format!("TLS: {} closed the connection during the TLS handshake (a plaintext port? one that wants a client certificate?)", self.server),
+        )
+    }
+
+    /// Gives buffered ciphertext to rustls (at least one piece) and processes it.
+    fn feed_tls(&mut self) -> Result<()> {
+        let tls = self.tls.as_mut().expect("TLS is on");
+        let n = tls.conn.read_tls(&mut &tls.cipher[tls.pos..tls.end]).map_err(|e| Error::new(ErrorKind::Tls, format!("TLS with {} failed: {e}", self.server)))?;
+        tls.pos += n;
+        if let Err(e) = tls.conn.process_new_packets() {
+            let err = tls::error(&self.server, &tls.name, &e);
+            // Tell the server why (an alert), best effort.
+            let _ = tls.conn.write_tls(&mut SendTo(&self.sock));
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Sends every TLS record rustls has ready, waiting (by the deadline) for room in the socket.
+    fn flush_tls(&mut self) -> Result<()> {
+        while self.tls.as_ref().is_some_and(|t| t.conn.wants_write()) {
+            let tls = self.tls.as_mut().expect("TLS is on");
+            match tls.conn.write_tls(&mut SendTo(&self.sock)) {
+                Ok(0) => return Err(self.io_error("writing to", io::ErrorKind::WriteZero.into())),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(Ready::Write, "writing to")?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io_error("writing to", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A plaintext handshake that failed the way a TLS port fails it, explained.
+    /// A server that closes without a word is asked, on a new connection, whether it speaks TLS.
+    fn explain_handshake_error(&self, e: Error, endpoint: &Endpoint, deadline: Instant) -> Error {
+        if self.tls.is_some() || !matches!(e.kind(), ErrorKind::Connection | ErrorKind::Protocol) {
+            return e;
+        }
+        if tls::looks_like_tls(&self.buf[..self.end]) {
+            return Error::new(
+                ErrorKind::Tls,
+                format!("{} answered with TLS: this is a TLS port (use valkeys:// or VALKEY_TLS=1)", self.server),
+            );
+        }
+        if self.end == 0 && e.kind() == ErrorKind::Connection && !self.server.starts_with("unix:") {
+            if let Some(hello) = tls::probe_hello() {
+                if probe(endpoint, &self.server, Some(deadline), &hello, tls::looks_like_tls).is_some() {
+                    return Error::new(
+                        ErrorKind::Tls,
+                        format!("{} closed the plaintext connection and answers a TLS handshake: this is a TLS port (use valkeys:// or VALKEY_TLS=1)", self.server),
+                    );
+                }
+            }
+            return Error::new(
+                ErrorKind::Connection,
+                format!("{} (it closed before answering anything: is this a TLS port? use valkeys:// or VALKEY_TLS=1)", e.message()),
+            );
+        }
+        e
     }
 
     fn handshake(&mut self, cfg: &Config) -> Result<()> {
@@ -182,8 +325,36 @@ impl Conn {
 
     /// Whether the connection can go back to a pool: nothing buffered or waiting unread, and the
     /// server has not closed it. A connection with a stray reply would hand it to the next call.
-    pub fn is_idle(&self) -> bool {
-        self.pos == self.end && self.sock.is_idle()
+    pub fn is_idle(&mut self) -> bool {
+        if self.pos != self.end {
+            return false;
+        }
+        let Some(tls) = self.tls.as_mut() else { return self.sock.is_idle() };
+        // Records the server sent unasked (session tickets) are read here; plaintext or a
+        // close_notify among them means the connection is not idle.
+        for _ in 0..64 {
+            if tls.pos == tls.end {
+                match self.sock.recv(&mut tls.cipher, false) {
+                    Ok(0) => return false,
+                    Ok(n) => (tls.pos, tls.end) = (0, n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => return false,
+                }
+            }
+            match tls.conn.read_tls(&mut &tls.cipher[tls.pos..tls.end]) {
+                Ok(n) => tls.pos += n,
+                Err(_) => return false,
+            }
+            match tls.conn.process_new_packets() {
+                Ok(state) if state.peer_has_closed() || state.plaintext_bytes_to_read() > 0 => return false,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        match tls.conn.process_new_packets() {
+            Ok(state) => tls.pos == tls.end && !state.peer_has_closed() && state.plaintext_bytes_to_read() == 0,
+            Err(_) => false,
+        }
     }
 
     fn timeout_error(&self, what: &str) -> Error {
@@ -214,6 +385,17 @@ impl Conn {
     /// Writes all of `bufs` (a vectored write; partial writes are continued).
     pub fn write_all(&mut self, mut bufs: &mut [IoSlice<'_>]) -> Result<()> {
         IoSlice::advance_slices(&mut bufs, 0);
+        if self.tls.is_some() {
+            // Encrypted into records (rustls takes a bounded amount at a time), then sent.
+            while !bufs.is_empty() {
+                let tls = self.tls.as_mut().expect("TLS is on");
+                let written = tls.conn.writer().write_vectored(bufs);
+                let n = written.map_err(|e| self.io_error("writing to", e))?;
+                IoSlice::advance_slices(&mut bufs, n);
+                self.flush_tls()?;
+            }
+            return Ok(());
+        }
         while !bufs.is_empty() {
             match self.sock.send(bufs) {
                 Ok(0) => return Err(self.io_error("writing to", io::ErrorKind::WriteZero.into())),
@@ -226,8 +408,34 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads from the socket into `dst`, returning how many bytes came (never 0).
+    /// Reads from the connection into `dst`, returning how many bytes came (never 0): straight
+    /// from the socket, or through TLS (ciphertext in large reads, decrypted by rustls, copied
+    /// out into `dst`).
     fn read_socket(&mut self, dst: &mut [u8]) -> Result<usize> {
+        if self.tls.is_none() {
+            return self.recv(dst);
+        }
+        loop {
+            let tls = self.tls.as_mut().expect("TLS is on");
+            match tls.conn.reader().read(dst) {
+                Ok(0) if !dst.is_empty() => return Err(self.closed_error()), // close_notify
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Err(self.closed_error()), // closed without close_notify
+            }
+            if tls.pos == tls.end {
+                let mut cipher = std::mem::take(&mut tls.cipher);
+                let got = self.recv(&mut cipher);
+                let tls = self.tls.as_mut().expect("TLS is on");
+                tls.cipher = cipher;
+                (tls.pos, tls.end) = (0, got?);
+            }
+            self.feed_tls()?;
+        }
+    }
+
+    /// Reads from the socket into `dst`, returning how many bytes came (never 0).
+    fn recv(&mut self, dst: &mut [u8]) -> Result<usize> {
         let spin_until = (!self.spin.is_zero()).then(|| Instant::now() + self.spin);
         let mut tries = 0u32;
         loop {
@@ -392,5 +600,75 @@ impl Conn {
         let replies = self.write_all(&mut [IoSlice::new(cmds)]).and_then(|_| (0..count).map(|_| self.read_value()).collect());
         self.deadline = None;
         replies
+    }
+}
+
+/// Warns (once per host and process) that a password goes over plaintext TCP to a host that is
+/// not this machine.
+fn warn_plaintext_password(host: &str) {
+    static WARNED: parking_lot::Mutex<Vec<String>> = parking_lot::Mutex::new(Vec::new());
+    if is_loopback(host) {
+        return;
+    }
+    let mut warned = WARNED.lock();
+    if !warned.iter().any(|h| h == host) && warned.len() < 64 {
+        warned.push(host.to_string());
+        tracing::warn!(host, "the password goes to {host} over plaintext TCP: anyone on the path can read it (use TLS: valkeys:// or VALKEY_TLS=1)");
+    }
+}
+
+/// Whether `host` names this machine (`localhost`, 127.0.0.0/8, ::1).
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// How long a TLS handshake waits for its first answer before probing for a plaintext port.
+const PROBE_AFTER: Duration = Duration::from_millis(200);
+
+/// Sends `hello` to `endpoint` on a new connection (bounded by a fraction of a second and by
+/// `deadline`); the start of the answer when `expected` says it is what we looked for.
+fn probe(endpoint: &Endpoint, server: &str, deadline: Option<Instant>, hello: &[u8], expected: fn(&[u8]) -> bool) -> Option<String> {
+    let limit = Instant::now() + Duration::from_millis(500);
+    let deadline = deadline.map_or(limit, |d| d.min(limit));
+    let sock = Socket::connect(endpoint, deadline, server).ok()?;
+    let mut ping: &[u8] = hello;
+    while !ping.is_empty() {
+        match sock.send(&[IoSlice::new(ping)]) {
+            Ok(n) => ping = &ping[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                sock.wait(Ready::Write, Some(deadline)).ok().filter(|ready| *ready)?;
+            }
+            Err(_) => return None,
+        }
+    }
+    let mut answer = [0u8; 64];
+    loop {
+        match sock.recv(&mut answer, false) {
+            Ok(0) => return None,
+            Ok(n) if expected(&answer[..n]) => return Some(String::from_utf8_lossy(&answer[..n.min(40)]).trim_end().to_string()),
+            Ok(_) => return None,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                sock.wait(Ready::Read, Some(deadline)).ok().filter(|ready| *ready)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_hosts_are_spared_the_plaintext_password_warning() {
+        for host in ["localhost", "127.0.0.1", "127.1.2.3", "::1", "[::1]"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["10.0.0.5", "cache.internal", "::ffff:10.0.0.1", "192.168.1.1"] {
+            assert!(!is_loopback(host), "{host}");
+        }
+        warn_plaintext_password("10.0.0.5"); // logs once; never fails
+        warn_plaintext_password("10.0.0.5");
     }
 }

@@ -67,7 +67,7 @@ impl Error {
         if code == "NOPERM" {
             return Error::new(
                 ErrorKind::Permission,
-                format!("{server} refused a command: {reply} (grant it to this ACL user; see the README's minimal ACL)"),
+                format!("{server} refused a command: {reply} (grant it to this ACL user; see the minimal ACL in docs/reliability.md)"),
             );
         }
         let auth = matches!(code, "WRONGPASS" | "NOAUTH")

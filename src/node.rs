@@ -34,7 +34,7 @@ impl Node {
     pub fn take_pooled(&self) -> (Option<Conn>, bool) {
         let mut pool = self.pool.lock();
         let mut dead = false;
-        while let Some(conn) = pool.pop() {
+        while let Some(mut conn) = pool.pop() {
             if conn.is_idle() {
                 return (Some(conn), dead);
             }
@@ -45,7 +45,7 @@ impl Node {
 
     /// Returns a connection to the pool, unless it has unread bytes (a stray or late reply would
     /// be read by the next call as its own) or the pool is full.
-    pub fn put(&self, conn: Conn, max: usize) {
+    pub fn put(&self, mut conn: Conn, max: usize) {
         if !conn.is_idle() {
             tracing::debug!(server = %self.name, "dropping a connection with unread bytes");
             return;

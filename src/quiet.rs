@@ -21,7 +21,8 @@ pub fn in_library<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Whether this thread is running library code.
+/// Whether this thread is running library code (false on a thread whose thread-locals are
+/// already gone, so that the panic hook never panics itself).
 pub fn is_in_library() -> bool {
-    DEPTH.with(|d| d.get() > 0)
+    DEPTH.try_with(|d| d.get() > 0).unwrap_or(false)
 }

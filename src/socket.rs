@@ -181,3 +181,20 @@ fn plain(e: &io::Error) -> String {
         None => e.to_string(),
     }
 }
+
+/// `io::Write` over [`Socket::send`] (non-blocking, `MSG_NOSIGNAL`), for TLS records.
+pub struct SendTo<'a>(pub &'a Socket);
+
+impl io::Write for SendTo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.send(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.send(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

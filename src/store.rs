@@ -1,20 +1,20 @@
-//! The store: the batch entry points. A call routes its keys to their nodes (`topology`), splits
-//! each node's share into lanes that run in parallel on pooled connections (`lanes`, `node`), and
-//! runs the pipelined commands on each (`pipeline`). Against a Valkey Cluster it follows `ASK`
-//! once per key, and after `MOVED` or a lost node (seen by this call's own lanes) reads the slot
-//! map again and retries the failed keys once. One deadline bounds the whole call, retries
-//! included.
+//! The store: the batch entry points (`batch_set`, `batch_get`, `batch_exists`) and the operator
+//! calls (`ping`, `stats`, `clear`). A batch call routes its keys to their nodes (`routing`, over
+//! the `topology`), splits each node's share into lanes that run in parallel on pooled
+//! connections (`lanes`, `node`), and runs the pipelined commands on each (`pipeline`). One
+//! deadline bounds the whole call, retries included.
 
 use crate::config::Config;
+pub use crate::routing::BatchReport;
 use crate::conn::Conn;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::HEADER_LEN;
-use crate::lanes::{self, LaneHost, LaneSlot, Pass};
+use crate::lanes::{self, LaneHost, LaneSlot};
 use crate::node::Node;
 use crate::pipeline;
-use crate::socket::Endpoint;
 use crate::stats::{self, Counters, Op, Stats};
 use crate::targets::ReadTargets;
+use crate::routing::{OnNode, Router};
 use crate::topology::{self, Topology};
 use crate::Outcome;
 use parking_lot::Mutex;
@@ -28,15 +28,6 @@ const LANE_MIN_BYTES: u64 = 4 << 20;
 const LANE_MIN_KEYS: u64 = 4096;
 /// How long a lane polls its socket before sleeping in a read, while it has a core to itself.
 const SPIN: Duration = Duration::from_micros(50);
-
-/// How a batch went, besides the per-key outcomes.
-#[derive(Debug, Default)]
-pub struct BatchReport {
-    /// Keys whose outcome is a failure (not a miss): timeouts, I/O and server errors.
-    pub failed: usize,
-    /// The first such failure, for the caller's error message.
-    pub first_error: Option<Error>,
-}
 
 /// A handle on a Valkey server (or cluster) for one namespace. `Send + Sync`: share it between
 /// threads.
@@ -208,123 +199,13 @@ impl Store {
         (which, error)
     }
 
-    /// Runs `on_node(node, key indices, their outcomes, asking)` for each node's share of the keys
-    /// `which` (in parallel when there are several nodes) and writes the outcomes back. Follows
-    /// `ASK` once per key; in cluster mode, when this call's lanes saw `MOVED` or a failed
-    /// connection, reads the slot map again and runs the failed keys once more. The call fails as
-    /// a whole only when no key could be sent anywhere.
-    fn routed<F>(&self, keys: &[&[u8]], which: Vec<usize>, outcomes: &mut [Outcome], deadline: Instant, pre_error: Option<Error>, on_node: F) -> Result<BatchReport>
-    where
-        F: Fn(&Node, &[usize], &mut [Outcome], bool) -> Pass + Sync,
-    {
-        self.topology.refresh_if_stale(&self.cfg);
-        let mut pass = self.route_once(keys, &which, outcomes, &on_node);
-        let mut unreachable = pass.unreachable && !which.is_empty();
-        let asks = std::mem::take(&mut pass.asks);
-        pass.merge(self.follow_asks(asks, outcomes, &on_node));
-        if self.topology.is_cluster() && (pass.moved || pass.conn_failed) && Instant::now() < deadline {
-            let retry: Vec<usize> = which.iter().copied().filter(|i| matches!(outcomes[*i], Outcome::ServerError | Outcome::IoError)).collect();
-            if !retry.is_empty() {
-                self.topology.refresh(&self.cfg);
-                tracing::info!(keys = retry.len(), "retrying keys after a cluster topology change");
-                let mut again = self.route_once(keys, &retry, outcomes, &on_node);
-                unreachable &= again.unreachable;
-                let asks = std::mem::take(&mut again.asks);
-                again.first_error = again.first_error.or(pass.first_error.take());
-                pass.merge(again);
-                pass.merge(self.follow_asks(asks, outcomes, &on_node));
-            }
-        }
-        // A key whose segments were partly written and that then turned out absent (or of
-        // another kind of miss) must not read as a clean miss: its segments are not untouched.
-        for &i in &pass.torn {
-            if outcomes[i].segments_untouched() {
-                outcomes[i] = Outcome::IoError;
-            }
-        }
+    /// Runs `on_node` for each node's share of the keys `which` (see [`Router::run`]) and counts
+    /// the keys that failed.
+    fn routed<F: OnNode>(&self, keys: &[&[u8]], which: Vec<usize>, outcomes: &mut [Outcome], deadline: Instant, pre_error: Option<Error>, on_node: F) -> Result<BatchReport> {
+        let report = Router { topology: &self.topology, cfg: &self.cfg }.run(keys, which, outcomes, deadline, pre_error, on_node);
         let failed = outcomes.iter().filter(|o| o.is_failure()).count();
         self.counters.errors.fetch_add(failed as u64, Relaxed);
-        let first_error = pass.first_error.or(pre_error);
-        if unreachable {
-            return Err(first_error.expect("an unreachable node gave an error"));
-        }
-        Ok(BatchReport { failed, first_error: if failed > 0 { first_error } else { None } })
-    }
-
-    /// One routing pass over the keys `which`.
-    fn route_once<F>(&self, keys: &[&[u8]], which: &[usize], outcomes: &mut [Outcome], on_node: &F) -> Pass
-    where
-        F: Fn(&Node, &[usize], &mut [Outcome], bool) -> Pass + Sync,
-    {
-        let map = self.topology.map();
-        let (groups, unserved) = map.route(self.cfg.namespace.prefix(), keys, which);
-        let mut pass = Pass { unreachable: unserved.is_empty(), ..Pass::default() };
-        for i in &unserved {
-            outcomes[*i] = Outcome::ServerError;
-        }
-        if !unserved.is_empty() {
-            self.topology.mark_stale();
-            pass.first_error = Some(Error::new(ErrorKind::Server, "no cluster primary serves the slot of some keys (cluster down?)"));
-        }
-        let jobs: Vec<_> = groups.into_iter().map(|(node, idx)| (map.nodes[node].clone(), idx)).collect();
-        let mut all_unreachable = pass.unreachable;
-        for (idx, out, p) in self.on_nodes(jobs, false, on_node) {
-            for (i, o) in idx.iter().zip(out) {
-                outcomes[*i] = o;
-            }
-            all_unreachable &= p.unreachable;
-            pass.merge(p);
-        }
-        pass.unreachable = all_unreachable;
-        pass
-    }
-
-    /// Sends each key redirected by `ASK` once to the node named, after `ASKING`.
-    fn follow_asks<F>(&self, asks: Vec<(usize, String)>, outcomes: &mut [Outcome], on_node: &F) -> Pass
-    where
-        F: Fn(&Node, &[usize], &mut [Outcome], bool) -> Pass + Sync,
-    {
-        let mut by_node: Vec<(String, Vec<usize>)> = Vec::new();
-        for (i, to) in asks {
-            match by_node.iter_mut().find(|(n, _)| *n == to) {
-                Some((_, idx)) => idx.push(i),
-                None => by_node.push((to, vec![i])),
-            }
-        }
-        let map = self.topology.map();
-        let mut jobs = Vec::new();
-        for (to, idx) in by_node {
-            let Some(endpoint) = parse_node_address(&to) else { continue };
-            let node = map.nodes.iter().find(|n| n.endpoint == endpoint).cloned().unwrap_or_else(|| Node::new(endpoint));
-            tracing::debug!(node = %node.name, keys = idx.len(), "following ASK");
-            jobs.push((node, idx));
-        }
-        let mut pass = Pass::default();
-        for (idx, out, p) in self.on_nodes(jobs, true, on_node) {
-            for (i, o) in idx.iter().zip(out) {
-                outcomes[*i] = o;
-            }
-            pass.merge(p);
-        }
-        pass
-    }
-
-    /// Runs `on_node` for each `(node, key indices)` job, in parallel.
-    fn on_nodes<F>(&self, jobs: Vec<(std::sync::Arc<Node>, Vec<usize>)>, asking: bool, on_node: &F) -> Vec<(Vec<usize>, Vec<Outcome>, Pass)>
-    where
-        F: Fn(&Node, &[usize], &mut [Outcome], bool) -> Pass + Sync,
-    {
-        let jobs: Vec<_> = jobs
-            .into_iter()
-            .map(|(node, idx)| {
-                move || {
-                    let mut out = vec![Outcome::Miss; idx.len()];
-                    let pass = on_node(&node, &idx, &mut out, asking);
-                    (idx, out, pass)
-                }
-            })
-            .collect();
-        lanes::run_parallel(jobs)
+        report
     }
 
     /// Stores `values[i]` (the concatenation of its segments) under `keys[i]`. `outcomes[i]`
@@ -538,13 +419,6 @@ impl Store {
         tracing::info!(model = %self.cfg.namespace.model(), keys = n, "cleared");
         Ok(n)
     }
-}
-
-/// `host:port` (IPv6 hosts in brackets or bare) as a cluster reply names a node.
-fn parse_node_address(addr: &str) -> Option<Endpoint> {
-    let (host, port) = addr.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Some(Endpoint::Tcp { host: host.to_string(), port: port.parse().ok()? })
 }
 
 fn check_batch(keys: &[&[u8]], values: usize, outcomes: usize) -> Result<()> {

@@ -18,6 +18,11 @@ pub struct BenchArgs {
     /// A short smoke run (2 page sizes, 16 MiB per figure, 2 repetitions, fewer reference runs).
     #[arg(long)]
     pub quick: bool,
+    /// Measure only the transports: loopback TCP, a Unix socket and TLS side by side, each with
+    /// valkey-benchmark over the same transport, on a valkey-server this run starts itself
+    /// (see cli/src/transports.rs).
+    #[arg(long)]
+    transports: bool,
     /// Page sizes, e.g. 16K,64K,256K,1M,4M [default: those five; --quick: 64K,1M].
     #[arg(long, value_delimiter = ',')]
     sizes: Vec<String>,
@@ -129,6 +134,20 @@ pub fn size_label(b: usize) -> String {
 
 fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A reference measurement's result; a failure is reported, noted in the report and `None`
+/// (the bench goes on without that reference).
+fn reference<T>(what: &str, result: Result<T, String>, notes: &mut Vec<String>) -> Option<T> {
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let message = format!("{what} failed: {e}");
+            progress(&message);
+            notes.push(message);
+            None
+        }
+    }
 }
 
 fn progress(msg: &str) {
@@ -438,6 +457,11 @@ pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &Bench
     if let Some(from) = &args.replot {
         return replot(from, args);
     }
+    if args.transports {
+        let sizes = args.sizes.iter().map(|s| parse_size(s)).collect::<Result<Vec<_>, _>>()?;
+        let params = crate::transports::Params { quick: args.quick, sizes, pages: args.pages, segments: args.segments, min_mib: args.min_mib, reps: args.reps, connections: args.connections };
+        return crate::transports::run(&params);
+    }
     let started = Instant::now();
     let mut settings = settings.clone();
     let model = settings.model_name.clone().unwrap_or_else(|| "hicache-bench".into());
@@ -549,31 +573,14 @@ pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &Bench
         };
         h.clear()?;
         let total_pages = plan.min_bytes.div_ceil((size * args.pages) as u64).max(1) * args.pages as u64;
-        let vb = if have_vb {
-            match measure_vb(&target, size, &plan, total_pages, pid) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    progress(&format!("valkey-benchmark failed: {e}"));
-                    notes.push(format!("valkey-benchmark failed: {e}"));
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let vb = if have_vb { reference("valkey-benchmark", measure_vb(&target, size, &plan, total_pages, pid), &mut notes) } else { None };
         let peer = if have_peer {
             let repeat = (plan.min_bytes / (size * args.pages) as u64).clamp(if q { 1 } else { 3 }, 64) as usize;
-            match refs::peer(&peer_python, &peer_script, &target, args.pages, size, repeat) {
-                Ok(p) => {
-                    progress(&format!("valkey-py {:>4}: set {:.2} GB/s, get {:.2} GB/s (best of {repeat})", size_label(size), p.set_gbps, p.get_gbps));
-                    Some(p)
-                }
-                Err(e) => {
-                    progress(&format!("valkey-py peer failed: {e}"));
-                    notes.push(format!("valkey-py peer failed: {e}"));
-                    None
-                }
+            let p = reference("valkey-py peer", refs::peer(&peer_python, &peer_script, &target, args.pages, size, repeat), &mut notes);
+            if let Some(p) = &p {
+                progress(&format!("valkey-py {:>4}: set {:.2} GB/s, get {:.2} GB/s (best of {repeat})", size_label(size), p.set_gbps, p.get_gbps));
             }
+            p
         } else {
             None
         };

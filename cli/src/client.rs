@@ -80,6 +80,12 @@ pub struct OpenOptions {
     pub timeout_ms: Option<u32>,
     /// The `skip_existing` option (batch_set skips keys already stored in this value format).
     pub skip_existing: Option<bool>,
+    pub socket: Option<String>,
+    pub tls: bool,
+    pub tls_ca_cert: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub tls_server_name: Option<String>,
 }
 
 fn cstring(s: &Option<String>, what: &str) -> Result<Option<CString>, CallError> {
@@ -142,11 +148,24 @@ impl Handle {
         let host = cstring(&o.host, "--host")?;
         let password = cstring(&o.password, "--password")?;
         let model = cstring(&o.model, "--model")?;
+        let socket = cstring(&o.socket, "--socket")?;
+        let tls_ca_cert = cstring(&o.tls_ca_cert, "--tls-ca-cert")?;
+        let tls_cert = cstring(&o.tls_cert, "--tls-cert")?;
+        let tls_key = cstring(&o.tls_key, "--tls-key")?;
+        let tls_server_name = cstring(&o.tls_server_name, "--tls-server-name")?;
         let ptr_of = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
         opts.url = ptr_of(&url);
         opts.host = ptr_of(&host);
         opts.password = ptr_of(&password);
         opts.model_name = ptr_of(&model);
+        opts.socket_path = ptr_of(&socket);
+        opts.tls_ca_cert = ptr_of(&tls_ca_cert);
+        opts.tls_cert = ptr_of(&tls_cert);
+        opts.tls_key = ptr_of(&tls_key);
+        opts.tls_server_name = ptr_of(&tls_server_name);
+        if o.tls {
+            opts.tls = 1;
+        }
         if let Some(p) = o.port {
             opts.port = p.into();
         }

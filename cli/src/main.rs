@@ -16,6 +16,7 @@ mod client;
 mod deploy;
 mod refs;
 mod report;
+mod transports;
 
 use clap::{Args, Parser, Subcommand};
 use client::{cstr_field, Handle, OpenOptions};
@@ -57,6 +58,25 @@ struct ConnArgs {
     /// Model name: the namespace of the keys [env: HICACHE_VALKEY_MODEL] [default: "default"]
     #[arg(long, global = true)]
     model: Option<String>,
+    /// Path of the server's Unix domain socket, instead of host:port [env: VALKEY_SOCKET]
+    #[arg(long, global = true)]
+    socket: Option<String>,
+    /// Connect with TLS (a valkeys:// URL does too) [env: VALKEY_TLS]
+    #[arg(long, global = true)]
+    tls: bool,
+    /// PEM file of the CA(s) that signed the server's certificate [env: VALKEY_TLS_CA_CERT]
+    /// [default: the system's trust store]
+    #[arg(long, global = true)]
+    tls_ca_cert: Option<String>,
+    /// PEM file of the client certificate, for mutual TLS [env: VALKEY_TLS_CERT]
+    #[arg(long, global = true)]
+    tls_cert: Option<String>,
+    /// PEM file of the client certificate's private key [env: VALKEY_TLS_KEY]
+    #[arg(long, global = true)]
+    tls_key: Option<String>,
+    /// Name to verify in the server's certificate, when not the host [env: VALKEY_TLS_SERVER_NAME]
+    #[arg(long, global = true)]
+    tls_server_name: Option<String>,
 }
 
 impl ConnArgs {
@@ -68,6 +88,12 @@ impl ConnArgs {
             db: self.db,
             password: self.password.clone(),
             model: self.model.clone(),
+            socket: self.socket.clone(),
+            tls: self.tls,
+            tls_ca_cert: self.tls_ca_cert.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_server_name: self.tls_server_name.clone(),
             ..Default::default()
         }
     }
@@ -81,6 +107,12 @@ impl ConnArgs {
             db: self.db.map(i64::from),
             password: self.password.clone(),
             model_name: self.model.clone(),
+            socket: self.socket.clone(),
+            tls: self.tls.then_some(true),
+            tls_ca_cert: self.tls_ca_cert.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_server_name: self.tls_server_name.clone(),
             ..Default::default()
         }
     }

@@ -132,7 +132,25 @@ pub fn valkey_benchmark(
     keyspace: u64,
     server_pid: Option<u32>,
 ) -> Result<VbRun, String> {
+    valkey_benchmark_via(t, &[], test, size, clients, pipeline, requests, keyspace, server_pid)
+}
+
+/// [`valkey_benchmark`] with `via` added to its command line, for another transport than TCP:
+/// `-s PATH` (a Unix socket), `-p TLS_PORT --tls --cacert CA` (TLS).
+#[allow(clippy::too_many_arguments)]
+pub fn valkey_benchmark_via(
+    t: &Target,
+    via: &[String],
+    test: &'static str,
+    size: usize,
+    clients: u32,
+    pipeline: u32,
+    requests: u64,
+    keyspace: u64,
+    server_pid: Option<u32>,
+) -> Result<VbRun, String> {
     let mut cmd = valkey_benchmark_cmd(t);
+    cmd.args(via);
     cmd.args(["-t", test, "-d", &size.to_string(), "-c", &clients.to_string(), "-P", &pipeline.to_string()]);
     cmd.args(["-n", &requests.to_string(), "-r", &keyspace.to_string(), "--csv"]);
     let cpu0 = server_pid.and_then(task_cpu_ns);

@@ -34,6 +34,27 @@ fn unreachable_server_is_one_clear_line() {
 }
 
 #[test]
+fn socket_and_tls_flags_reach_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("v.sock");
+    let server = Server::start(&["--unixsocket", sock.to_str().unwrap()]);
+    let out = cli(&["--socket", sock.to_str().unwrap(), "ping"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("PONG from unix:{}", sock.display())), "{}", text(&out.stdout));
+    // --tls against this plaintext port: the TLS error, fast, one line.
+    let port = server.port.to_string();
+    let started = Instant::now();
+    let out = cli(&["--host", "127.0.0.1", "--port", &port, "--tls", "--tls-ca-cert", "/nonexistent/ca.pem", "ping"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent/ca.pem"), "{}", text(&out.stderr));
+    let out = cli(&["--host", "127.0.0.1", "--port", &port, "--tls", "--tls-server-name", "localhost", "ping"], &[("HICACHE_VALKEY_CONNECT_TIMEOUT_MS", "5000")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("not a TLS port") || err.contains("trust store"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+}
+
+#[test]
 fn the_password_is_never_printed_not_even_in_trace_logs() {
     let server = Server::start(&["--requirepass", "hunter2"]);
     let port = server.port.to_string();

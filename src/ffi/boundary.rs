@@ -65,6 +65,14 @@ pub fn ffi_call(f: impl FnOnce() -> Result<(), Error>) -> hicache_status {
     }
 }
 
+/// Runs the body of an export that returns a value instead of a status (the string functions):
+/// a panic returns `fallback` instead of unwinding into C, and is logged, never printed. The
+/// last error is left as it is (these functions are used to print it).
+pub fn ffi_value<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    quiet_panics();
+    catch_unwind(AssertUnwindSafe(|| crate::quiet::in_library(f))).unwrap_or(fallback)
+}
+
 /// Installs (once) a panic hook that logs panics raised in library code instead of printing
 /// them, and leaves every other panic of the host process to the hook it had.
 fn quiet_panics() {
@@ -81,10 +89,15 @@ fn quiet_panics() {
     });
 }
 
+/// An `HICACHE_STATUS_INVALID_ARGUMENT` error with `message`.
+pub fn invalid(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidArgument, message)
+}
+
 /// Fails with `HICACHE_STATUS_INVALID_ARGUMENT` when `ptr` is NULL.
 pub fn non_null<T>(ptr: *const T, what: &str) -> Result<(), Error> {
     if ptr.is_null() {
-        Err(Error::new(ErrorKind::InvalidArgument, format!("{what} is NULL")))
+        Err(invalid(format!("{what} is NULL")))
     } else {
         Ok(())
     }
@@ -108,5 +121,13 @@ mod tests {
         });
         assert_eq!(status, hicache_status::Panic);
         assert!(with_last_error(|m| m.contains("lane boom")));
+    }
+
+    #[test]
+    fn ffi_value_turns_a_panic_into_the_fallback_and_keeps_the_last_error() {
+        set_last_error("the message to print");
+        assert_eq!(ffi_value(7, || 3), 3);
+        assert_eq!(ffi_value(7, || panic!("boom")), 7);
+        assert!(with_last_error(|m| m == "the message to print"));
     }
 }

@@ -38,7 +38,7 @@ pub enum hicache_status {
     /// A bug in the library was caught at the C boundary; the handle may be used further.
     Panic = 8,
     /// The server's ACL does not allow a command this call needs (`NOPERM`); the message names
-    /// the command. See the README for the minimal ACL a deployment needs.
+    /// the command. docs/reliability.md gives the minimal ACL a deployment needs.
     Permission = 9,
     /// A TLS connection could not be set up: untrusted or expired certificate, name mismatch,
     /// a client certificate required, TLS against a plaintext port or the reverse, unreadable

@@ -58,6 +58,13 @@ SETTING_TYPES: Dict[str, type] = {
     "checksum": bool,
     "skip_existing": bool,
     "model_name": str,
+    "socket_path": str,
+    "tls": bool,
+    "tls_ca_cert": str,
+    "tls_cert": str,
+    "tls_key": str,
+    "tls_server_name": str,
+    "tls_insecure_skip_verify": bool,
 }
 
 #: The backend's own default for ``skip_existing`` (the C library's is off): engines sharing one
