@@ -316,6 +316,11 @@ impl Conn {
         self.spin = spin;
     }
 
+    /// The polling time set by [`Conn::set_spin`].
+    pub fn spin(&self) -> Duration {
+        self.spin
+    }
+
     /// Bounds how many bytes one socket read may take into the header buffer. A caller that knows
     /// the next reply header is `n` bytes long sets `n`, so the payload behind it stays in the
     /// socket and is read straight into the caller's memory.
