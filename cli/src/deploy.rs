@@ -220,11 +220,12 @@ fn run_steady(c: &Ctx<'_>, con: &mut redis::Connection) -> AnyResult<DeployRepor
             merge(&mut ours_get, &r.get);
             if c.have_vb {
                 let requests = pages_per_figure;
-                let configs = [(1u32, 16u32), (2, 16)];
+                // -P 16 suits small values; big values do better with shallow pipelines.
+                let configs: &[(u32, u32)] = if size >= 256 << 10 { &[(1, 16), (2, 16), (2, 1)] } else { &[(1, 16), (2, 16)] };
                 // GET: a keyspace as large as ours, every key present: written just before (the
                 // server evicts the oldest keys first), hits counted by the server.
                 refs::prefill(c.target, size, pages_per_figure).map_err(|e| format!("cannot prefill valkey-benchmark's keys: {e}"))?;
-                for &(clients, pipeline) in &configs {
+                for &(clients, pipeline) in configs {
                     let (h0, m0) = (info_field(con, "stats", "keyspace_hits").unwrap_or(0), info_field(con, "stats", "keyspace_misses").unwrap_or(0));
                     let g = refs::valkey_benchmark(c.target, "get", size, clients, pipeline, requests, pages_per_figure, c.pid)?;
                     let (h1, m1) = (info_field(con, "stats", "keyspace_hits").unwrap_or(0), info_field(con, "stats", "keyspace_misses").unwrap_or(0));
@@ -233,7 +234,7 @@ fn run_steady(c: &Ctx<'_>, con: &mut redis::Connection) -> AnyResult<DeployRepor
                     progress(&format!("steady valkey-benchmark {:>4} GET -c {clients} -P {pipeline}: {:.2} GB/s ({} of {} found)", size_label(size), g.gbps, h1 - h0, (h1 - h0) + (m1 - m0)));
                     vb_get.push(g);
                 }
-                for &(clients, pipeline) in &configs {
+                for &(clients, pipeline) in configs {
                     // SET: a keyspace so large every key is new.
                     let s = refs::valkey_benchmark(c.target, "set", size, clients, pipeline, requests, 1_000_000_000_000, c.pid)?;
                     progress(&format!("steady valkey-benchmark {:>4} SET -c {clients} -P {pipeline}: {:.2} GB/s", size_label(size), s.gbps));
