@@ -10,13 +10,13 @@
  * its own (fork + exec, a plaintext port for the readiness probe and a TLS port for the library),
  * which dies with the test (PR_SET_PDEATHSIG).
  */
-#include "hv_server.h"
-
 
 #define VALUES 8
 #define VALUE_LEN (1u << 20)
 /* Generous: under valgrind the library runs ~20x slower. */
 #define TIMEOUT_MS 20000
+
+#include "hv_server.h"
 
 static int tls_port;
 static char pki[] = "/tmp/hv-tls-pki.XXXXXX";
@@ -63,69 +63,6 @@ static int tls_extra_args(const char **argv, int max, int fresh) {
     CHECK(n <= max);
     for (int i = 0; i < n; i++) argv[i] = args[i];
     return n;
-}
-
-typedef struct pages {
-    uint8_t *buf[VALUES];
-    hicache_segment seg[VALUES];
-    hicache_value val[VALUES];
-} pages;
-
-static void pages_alloc(pages *p) {
-    for (size_t i = 0; i < VALUES; i++) {
-        p->buf[i] = hv_xmalloc(VALUE_LEN);
-        p->seg[i].ptr = p->buf[i];
-        p->seg[i].len = VALUE_LEN;
-        p->val[i].segments = &p->seg[i];
-        p->val[i].count = 1;
-    }
-}
-
-static void pages_free(pages *p) {
-    for (size_t i = 0; i < VALUES; i++) free(p->buf[i]);
-}
-
-/* Value i of round `seed`: cheap to make and check (valgrind), different per round and value. */
-static void pages_fill(pages *p, uint32_t seed) {
-    for (size_t i = 0; i < VALUES; i++) {
-        uint32_t *w = (uint32_t *)(void *)p->buf[i];
-        for (size_t j = 0; j < VALUE_LEN / 4; j++) w[j] = seed * 0x9E3779B1u ^ (uint32_t)(i << 24) ^ (uint32_t)j;
-    }
-}
-
-static size_t pages_first_diff(const pages *p, uint32_t seed, size_t *value) {
-    for (size_t i = 0; i < VALUES; i++) {
-        const uint32_t *w = (const uint32_t *)(const void *)p->buf[i];
-        for (size_t j = 0; j < VALUE_LEN / 4; j++) {
-            if (w[j] != (seed * 0x9E3779B1u ^ (uint32_t)(i << 24) ^ (uint32_t)j)) {
-                *value = i;
-                return j * 4;
-            }
-        }
-    }
-    return SIZE_MAX;
-}
-
-/* 8 MiB out and back after the server dropped the handle's connections. */
-static void move_data(hicache_valkey *h, const hicache_key *keys, pages *w, pages *r, uint32_t seed, const char *how) {
-    int32_t out[VALUES];
-    for (size_t i = 0; i < VALUES; i++) out[i] = -1;
-    pages_fill(w, seed);
-    printf("%s: batch_set of %d x %u bytes\n", how, VALUES, VALUE_LEN);
-    fflush(stdout);
-    double t0 = now_s();
-    CHECK_OK(hicache_valkey_batch_set(h, keys, w->val, VALUES, out));
-    CHECK_OUTCOMES(out, VALUES, HICACHE_OUTCOME_OK);
-    printf("%s: stored in %.2f s\n", how, now_s() - t0);
-    for (size_t i = 0; i < VALUES; i++) {
-        memset(r->buf[i], 0, VALUE_LEN);
-        out[i] = -1;
-    }
-    CHECK_OK(hicache_valkey_batch_get(h, keys, r->val, VALUES, out));
-    CHECK_OUTCOMES(out, VALUES, HICACHE_OUTCOME_OK);
-    size_t value = 0, off = pages_first_diff(r, seed, &value);
-    CHECKF(off == SIZE_MAX, "%s: value %zu differs at offset %zu", how, value, off);
-    fflush(stdout);
 }
 
 /* Waits (at most 10 s) until the TLS port accepts connections. */
