@@ -92,9 +92,12 @@ int main(void) {
     TRY("hicache_valkey_open", hicache_valkey_open(&opts, &h));
     uint64_t rtt = 0;
     TRY("hicache_valkey_ping", hicache_valkey_ping(h, &rtt));
-    const char *host = getenv("VALKEY_HOST"), *port = getenv("VALKEY_PORT");
-    printf("[1] connected to %s:%s, ping %llu us\n", host ? host : "localhost", port ? port : "6379",
-           (unsigned long long)rtt);
+    const char *host = getenv("VALKEY_HOST"), *port = getenv("VALKEY_PORT"), *sock = getenv("VALKEY_SOCKET");
+    if (sock != NULL && *sock != '\0')
+        printf("[1] connected to unix:%s, ping %llu us\n", sock, (unsigned long long)rtt);
+    else
+        printf("[1] connected to %s:%s, ping %llu us\n", host ? host : "localhost", port ? port : "6379",
+               (unsigned long long)rtt);
     uint64_t old = 0;
     TRY("hicache_valkey_clear", hicache_valkey_clear(h, &old));
     if (old > 0) printf("    (cleared %llu keys left by an earlier run)\n", (unsigned long long)old);

@@ -109,8 +109,14 @@ run_ctest() {
   shift
   local log="$work/$mode.log" xml="$junit/ctest-$mode.xml" status=0 passed failed skipped
   step "ctest ($mode)"
-  "$repo/scripts/with-valkey.sh" -- ctest --output-on-failure --output-junit "$xml" -j "$jobs" "$@" 2>&1 |
+  # The server also listens on a Unix socket, for test_unix_socket (a short path: sun_path
+  # holds 108 bytes).
+  local sockdir
+  sockdir=$(mktemp -d -t hv-sock.XXXXXX)
+  HV_TEST_SOCKET="$sockdir/valkey.sock" "$repo/scripts/with-valkey.sh" --unixsocket "$sockdir/valkey.sock" --unixsocketperm 700 \
+    -- ctest --output-on-failure --output-junit "$xml" -j "$jobs" "$@" 2>&1 |
     tee "$log" || status=$?
+  rm -rf "$sockdir"
   if [ ! -s "$xml" ]; then
     rm -f "$xml"
     check "ctest $mode (no results)" "$((status == 0 ? 1 : status))"

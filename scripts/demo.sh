@@ -6,6 +6,7 @@
 #
 #   scripts/demo.sh                  # PREFIX defaults to build/prefix
 #   scripts/demo.sh --cluster        # the same against a throwaway 3-primary Valkey Cluster
+#   scripts/demo.sh --socket         # the same over the server's Unix domain socket (VALKEY_SOCKET)
 #   HICACHE_PREFIX=/opt/hv scripts/demo.sh
 set -euo pipefail
 
@@ -36,6 +37,11 @@ echo "built $build/demo"
 if [ "${1:-}" = "--cluster" ]; then
   step "starting a throwaway 3-primary Valkey Cluster and running the demo"
   "$repo/scripts/with-valkey-cluster.sh" -n 3 -- "$build/demo"
+elif [ "${1:-}" = "--socket" ]; then
+  step "starting a throwaway valkey-server with a Unix socket and running the demo over it"
+  sockdir=$(mktemp -d -t hv-demo.XXXXXX)
+  trap 'rm -rf "$sockdir"' EXIT
+  VALKEY_SOCKET="$sockdir/valkey.sock" "$repo/scripts/with-valkey.sh" --unixsocket "$sockdir/valkey.sock" --unixsocketperm 700 -- "$build/demo"
 else
   step "starting a throwaway valkey-server and running the demo"
   "$repo/scripts/with-valkey.sh" -- "$build/demo"
