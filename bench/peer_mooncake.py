@@ -159,7 +159,8 @@ def main() -> None:
     args.master_port, args.meta_port, metrics = free_port(), free_port(), free_port()
     master = subprocess.Popen(
         [master_bin, f"--rpc_port={args.master_port}", "--rpc_address=127.0.0.1", "--enable_http_metadata_server=true",
-         "--http_metadata_server_host=127.0.0.1", f"--http_metadata_server_port={args.meta_port}", f"--metrics_port={metrics}"],
+         "--http_metadata_server_host=127.0.0.1", f"--http_metadata_server_port={args.meta_port}", "--metrics_host=127.0.0.1",
+         f"--metrics_port={metrics}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     holders = []
