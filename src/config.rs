@@ -8,8 +8,7 @@ use crate::url::{parse_url, redact_url};
 use std::fmt;
 use std::time::Duration;
 
-/// Default Valkey port.
-pub const DEFAULT_PORT: u16 = 6379;
+pub use crate::url::DEFAULT_PORT;
 
 /// Everything a [`crate::Store`] needs, resolved and validated.
 #[derive(Clone, PartialEq, Eq)]

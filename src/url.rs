@@ -2,8 +2,10 @@
 //! `valkey+unix://` and `redis+unix://`, parsed with the `redis` crate's parser, and their
 //! redaction for logs.
 
-use crate::config::DEFAULT_PORT;
 use crate::error::{Error, Result};
+
+/// Default Valkey port.
+pub const DEFAULT_PORT: u16 = 6379;
 
 /// Replaces the password of a URL by `***` so it can be logged.
 pub fn redact_url(url: &str) -> String {
