@@ -576,7 +576,7 @@ pub fn run(opts: &OpenOptions, settings: &hicache_valkey::Settings, args: &Bench
         let vb = if have_vb { reference("valkey-benchmark", measure_vb(&target, size, &plan, total_pages, pid), &mut notes) } else { None };
         let peer = if have_peer {
             let repeat = (plan.min_bytes / (size * args.pages) as u64).clamp(if q { 1 } else { 3 }, 64) as usize;
-            let p = reference("valkey-py peer", refs::peer(&peer_python, &peer_script, &target, args.pages, size, repeat), &mut notes);
+            let p = reference("valkey-py peer", refs::peer(&peer_python, &peer_script, &target, args.pages, size, repeat, false), &mut notes);
             if let Some(p) = &p {
                 progress(&format!("valkey-py {:>4}: set {:.2} GB/s, get {:.2} GB/s (best of {repeat})", size_label(size), p.set_gbps, p.get_gbps));
             }

@@ -242,7 +242,7 @@ fn run_steady(c: &Ctx<'_>, con: &mut redis::Connection) -> AnyResult<DeployRepor
                 }
             }
             if let Some((python_bin, script)) = c.peer {
-                match refs::peer_fresh(python_bin, script, c.target, c.args.pages, size, (pages_per_figure as usize / c.args.pages).max(1)) {
+                match refs::peer(python_bin, script, c.target, c.args.pages, size, (pages_per_figure as usize / c.args.pages).max(1), true) {
                     Ok(p) => {
                         progress(&format!("steady valkey-py {:>4}: set {:.2} GB/s, get {:.2} GB/s", size_label(size), p.set_gbps, p.get_gbps));
                         py_set.push(p.set_gbps);

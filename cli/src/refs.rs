@@ -223,29 +223,16 @@ pub struct Peer {
 }
 
 /// Runs the peer script against `t`: `PORT PAGES PAGE_BYTES REPEAT --host H --db N` on its command
-/// line, the username and password (if any) in `VALKEY_USERNAME` / `VALKEY_PASSWORD`.
-pub fn peer(python: &Path, script: &Path, t: &Target, pages: usize, size: usize, repeat: usize) -> Result<Peer, String> {
+/// line, the username and password (if any) in `VALKEY_USERNAME` / `VALKEY_PASSWORD`. With
+/// `fresh` (`--fresh`), every round writes keys never written before and deletes nothing (the
+/// steady-state server evicts); a page already evicted when read back is counted, not an error.
+pub fn peer(python: &Path, script: &Path, t: &Target, pages: usize, size: usize, repeat: usize, fresh: bool) -> Result<Peer, String> {
     let mut cmd = Command::new(python);
     cmd.arg(script).args([t.port.to_string(), pages.to_string(), size.to_string(), repeat.to_string()]);
     cmd.args(["--host", &t.host, "--db", &t.db.to_string()]);
-    for (var, value) in [("VALKEY_USERNAME", &t.username), ("VALKEY_PASSWORD", &t.password)] {
-        match value {
-            Some(v) => cmd.env(var, v),
-            None => cmd.env_remove(var),
-        };
+    if fresh {
+        cmd.arg("--fresh");
     }
-    let out = run_bounded(&mut cmd, Duration::from_secs(300))?;
-    let line = out.lines().rev().find(|l| l.trim_start().starts_with('{')).ok_or_else(|| format!("peer printed no JSON: {out}"))?;
-    serde_json::from_str(line).map_err(|e| format!("peer printed unexpected JSON ({e}): {line}"))
-}
-
-/// The peer script on fresh keys (`--fresh`): every round writes keys never written before and
-/// deletes nothing (the steady-state server evicts), a page already evicted when read back is
-/// counted, not an error.
-pub fn peer_fresh(python: &Path, script: &Path, t: &Target, pages: usize, size: usize, repeat: usize) -> Result<Peer, String> {
-    let mut cmd = Command::new(python);
-    cmd.arg(script).args([t.port.to_string(), pages.to_string(), size.to_string(), repeat.to_string()]);
-    cmd.args(["--host", &t.host, "--db", &t.db.to_string(), "--fresh"]);
     for (var, value) in [("VALKEY_USERNAME", &t.username), ("VALKEY_PASSWORD", &t.password)] {
         match value {
             Some(v) => cmd.env(var, v),

@@ -284,16 +284,7 @@ impl Cluster {
         assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
         let cluster = Cluster { nodes };
         let deadline = Instant::now() + Duration::from_secs(20);
-        for s in &cluster.nodes {
-            loop {
-                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut s.redis()).unwrap();
-                if info.contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "cluster did not become ok: {info}\n{}", s.log_tail());
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        wait_cluster_ok(&cluster.nodes, "cluster");
         // Replicas sync in the background after the cluster is formed: wait (bounded) until every
         // primary has all its replicas online, so writes can be acknowledged by them.
         if replicas > 0 {
@@ -320,5 +311,21 @@ impl Cluster {
     /// Keys stored on node `i`.
     pub fn dbsize(&self, i: usize) -> u64 {
         redis::cmd("DBSIZE").query(&mut self.nodes[i].redis()).unwrap()
+    }
+}
+
+/// Waits (at most 20 s) until every node of a cluster just created reports `cluster_state:ok`;
+/// `what` names the cluster in the failure message.
+pub fn wait_cluster_ok(nodes: &[Server], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for s in nodes {
+        loop {
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut s.redis()).unwrap();
+            if info.contains("cluster_state:ok") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{what} did not become ok: {info}\n{}", s.log_tail());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

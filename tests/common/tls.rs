@@ -5,7 +5,7 @@
 //! rcgen. Every server keeps its plaintext port too (the readiness probe and the redis-crate checks use
 //! it); the tests talk to `tls_port`.
 
-use crate::common::{free_port, Server};
+use crate::common::{free_port, wait_cluster_ok, Server};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use std::cell::Cell;
 use std::path::Path;
@@ -156,17 +156,7 @@ impl TlsCluster {
         }
         let out = create.args(["--cluster-replicas", "0", "--cluster-yes"]).output().expect("valkey-cli (run scripts/install-deps.sh)");
         assert!(out.status.success(), "TLS cluster create failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for s in &cluster.nodes {
-            loop {
-                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut s.redis()).unwrap();
-                if info.contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "TLS cluster did not become ok: {info}\n{}", s.log_tail());
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        wait_cluster_ok(&cluster.nodes, "TLS cluster");
         cluster
     }
 
