@@ -120,6 +120,15 @@ pub fn valkey_benchmark_can_auth(t: &Target) -> Result<(), String> {
     })
 }
 
+/// The largest `-r` valkey-benchmark takes: it reads the number with `atoi`, and a larger one
+/// overflows, after which every request goes to one key (`key:000000000000`). Measured: with
+/// `-r 1000000000000`, 32768 SETs left a single key in the server, never evicting.
+pub const MAX_KEYSPACE: u64 = i32::MAX as u64;
+
+/// A keyspace for SETs on keys never written before: a figure's few hundred thousand random
+/// keys out of two billion rarely meet one written earlier.
+pub const FRESH_KEYSPACE: u64 = 2_000_000_000;
+
 /// `valkey-benchmark -t set|get -d size -c clients -P pipeline -n requests -r keyspace --csv`.
 #[allow(clippy::too_many_arguments)]
 pub fn valkey_benchmark(
@@ -149,6 +158,9 @@ pub fn valkey_benchmark_via(
     keyspace: u64,
     server_pid: Option<u32>,
 ) -> Result<VbRun, String> {
+    if keyspace > MAX_KEYSPACE {
+        return Err(format!("valkey-benchmark cannot take a keyspace of {keyspace} (-r is read as a C int; at most {MAX_KEYSPACE})"));
+    }
     let mut cmd = valkey_benchmark_cmd(t);
     cmd.args(via);
     cmd.args(["-t", test, "-d", &size.to_string(), "-c", &clients.to_string(), "-P", &pipeline.to_string()]);
@@ -331,5 +343,18 @@ impl Foreign {
             }
             _ => f64::NAN,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keyspace_valkey_benchmark_would_misread_is_refused_before_it_runs() {
+        let t = Target { host: "127.0.0.1".into(), port: 1, db: 0, username: None, password: None };
+        let err = valkey_benchmark(&t, "set", 16, 1, 1, 1, MAX_KEYSPACE + 1, None).unwrap_err();
+        assert!(err.contains("C int"), "{err}");
+        assert!(FRESH_KEYSPACE <= MAX_KEYSPACE);
     }
 }

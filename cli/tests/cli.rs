@@ -111,6 +111,14 @@ fn ping_stats_clear_and_a_quick_bench() {
     }
     assert!(doc["exists"]["best_keys_per_s"].as_f64().unwrap() > 0.0);
     assert!(doc["latency_4k_batch_of_1"]["get_p50_us"].as_f64().unwrap() > 0.0);
+    // The steady-state reference writes fresh keys: nearly every valkey-benchmark SET made one
+    // (with a keyspace valkey-benchmark misread, all of them went to a single key).
+    let steady = doc["deployment"]["steady"].as_array().unwrap();
+    assert!(!steady.is_empty());
+    for row in steady {
+        let (made, sets) = (row["vb_set_new_keys"].as_u64().unwrap(), row["vb_set_requests"].as_u64().unwrap());
+        assert!(sets > 0 && made * 10 >= sets * 9, "{made} of {sets} SETs made a new key: {row}");
+    }
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"), "{chart:.200}");
     for text in ["batch_set", "batch_get", "hicache-valkey (C ABI)", "64K", "1M", "GB/s"] {
