@@ -6,6 +6,7 @@
 //! image crate is compiled in (plotters' default features, off here, would bring in font-kit and
 //! with it fontconfig / freetype).
 
+use crate::bench::size_label;
 use crate::deploy::{DeployReport, SteadyRow};
 use crate::report::{Fig, OpReport, Report, SizeReport};
 use plotters::coord::ranged1d::SegmentValue;
@@ -147,6 +148,14 @@ fn deployment_lines(rep: &Report) -> Vec<String> {
             f(l.get_loaded_us.1, 0),
             f(l.get_p99_ratio, 2)
         ));
+    }
+    if !d.latency_by_backup_page.is_empty() {
+        let rows: Vec<String> = d
+            .latency_by_backup_page
+            .iter()
+            .map(|l| format!("{} pages x{}/x{}", size_label(l.backup_page_bytes), f(l.exists_p99_ratio, 1), f(l.get_p99_ratio, 1)))
+            .collect();
+        out.push(format!("prefetch p99 ratio (exists/get) by the backup's page size: {}", rows.join(", ")));
     }
     if let Some(dd) = &d.dedup {
         let run = |start: &str, skip: bool| {

@@ -30,6 +30,10 @@ pub struct DeployReport {
     pub evicted_keys: u64,
     pub steady: Vec<SteadyRow>,
     pub latency_under_load: Option<LoadReport>,
+    /// The same figure with backups of smaller pages (full runs only): how the prefetch's wait
+    /// depends on the size of the backup's values.
+    #[serde(default)]
+    pub latency_by_backup_page: Vec<LoadReport>,
     pub dedup: Option<DedupReport>,
     #[serde(default)]
     pub notes: Vec<String>,
@@ -111,6 +115,9 @@ pub struct PythonPath {
 /// Prefetch latency idle and while a 512 MiB batch_set runs on the same handle.
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct LoadReport {
+    /// Page size of the backup's batch_set (0 in reports from before it was recorded: 4 MiB).
+    #[serde(default)]
+    pub backup_page_bytes: usize,
     pub exists_keys: usize,
     pub get_pages: usize,
     pub get_page_bytes: usize,
@@ -234,8 +241,14 @@ fn run_steady(c: &Ctx<'_>, con: &mut redis::Connection) -> AnyResult<DeployRepor
                 refs::prefill(c.target, size, pages_per_figure).map_err(|e| format!("cannot prefill valkey-benchmark's keys: {e}"))?;
                 for &(clients, pipeline) in configs {
                     let (h0, m0) = (info_field(con, "stats", "keyspace_hits").unwrap_or(0), info_field(con, "stats", "keyspace_misses").unwrap_or(0));
-                    let g = refs::valkey_benchmark(c.target, "get", size, clients, pipeline, requests, pages_per_figure, c.pid)?;
+                    let mut g = refs::valkey_benchmark(c.target, "get", size, clients, pipeline, requests, pages_per_figure, c.pid)?;
                     let (h1, m1) = (info_field(con, "stats", "keyspace_hits").unwrap_or(0), info_field(con, "stats", "keyspace_misses").unwrap_or(0));
+                    // GB/s of the bytes delivered, as for ours: a GET of an evicted key is a
+                    // quick nil that valkey-benchmark counts as a request.
+                    let asked = (h1 - h0) + (m1 - m0);
+                    if asked > 0 {
+                        g.gbps *= (h1 - h0) as f64 / asked as f64;
+                    }
                     vb_hits += h1 - h0;
                     vb_asked += (h1 - h0) + (m1 - m0);
                     progress(&format!("steady valkey-benchmark {:>4} GET -c {clients} -P {pipeline}: {:.2} GB/s ({} of {} found)", size_label(size), g.gbps, h1 - h0, (h1 - h0) + (m1 - m0)));
@@ -365,7 +378,12 @@ fn run_steady(c: &Ctx<'_>, con: &mut redis::Connection) -> AnyResult<DeployRepor
     // so nothing is evicted and the prefetch's keys stay.
     let _: () = redis::cmd("FLUSHDB").query(con)?;
     let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0").query(con)?;
-    let load = latency_under_load(c);
+    let load = latency_under_load(c, 4 << 20);
+    if load.is_ok() && !c.args.quick {
+        for page in [64usize << 10, 256 << 10, 1 << 20] {
+            rep.latency_by_backup_page.push(latency_under_load(c, page)?);
+        }
+    }
     let _: () = redis::cmd("FLUSHDB").query(con)?;
     let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(c.maxmemory.to_string()).query(con)?;
     rep.latency_under_load = Some(load?);
@@ -432,8 +450,8 @@ fn run_json(cmd: &mut Command, limit: Duration) -> Result<serde_json::Value, Str
 }
 
 /// Prefetch latency (batch_exists of 16 keys, batch_get of 4 pages of 64 KiB) idle and while
-/// another thread runs a 512 MiB batch_set (128 pages of 4 MiB) on the same handle.
-fn latency_under_load(c: &Ctx<'_>) -> AnyResult<LoadReport> {
+/// another thread runs a 512 MiB batch_set (pages of `bsize` bytes) on the same handle.
+fn latency_under_load(c: &Ctx<'_>, bsize: usize) -> AnyResult<LoadReport> {
     let q = c.args.quick;
     let (gsize, gpages, ekeys) = (64 << 10, 4, 16);
     let small = Buffers::new(gsize, ekeys, 1, 21);
@@ -444,7 +462,7 @@ fn latency_under_load(c: &Ctx<'_>) -> AnyResult<LoadReport> {
     c.h.batch_set(&Batch::new(&keys, &small_src), &mut out)?;
     let exists = Batch::new(&keys, &small_src);
     let get = Batch::new(&keys[..gpages], &small_dst);
-    let (bsize, bpages) = (4usize << 20, if q { 32 } else { 128 });
+    let bpages = (if q { 128usize << 20 } else { 512 << 20 }) / bsize;
     // Every page of the backup is the same 4 MiB of memory: the bytes sent are what matter.
     let backup_buf = Buffers::new(bsize, 1, 1, 5);
     let one = Buffers::segs(backup_buf.src.as_ptr() as *mut u8, bsize, 1, 2);
@@ -507,6 +525,7 @@ fn latency_under_load(c: &Ctx<'_>) -> AnyResult<LoadReport> {
     let (ie_p, ig_p, le_p, lg_p) = (p(&mut ie), p(&mut ig), p(&mut le), p(&mut lg));
     let rat = |a: Fig, b: Fig| r3(ratio(a.unwrap_or(f64::NAN), b));
     let r = LoadReport {
+        backup_page_bytes: bsize,
         exists_keys: ekeys,
         get_pages: gpages,
         get_page_bytes: gsize,
@@ -522,8 +541,9 @@ fn latency_under_load(c: &Ctx<'_>) -> AnyResult<LoadReport> {
         backup_gbps: r3(backup_bytes as f64 / backup_secs / 1e9),
     };
     progress(&format!(
-        "prefetch under a {} MiB backup: exists p50/p99 idle {:.0}/{:.0} µs, loaded {:.0}/{:.0} µs; 4x64K get idle {:.0}/{:.0} µs, loaded {:.0}/{:.0} µs ({} loaded samples; backup {:.2} GB/s)",
+        "prefetch under a {} MiB backup of {} pages: exists p50/p99 idle {:.0}/{:.0} µs, loaded {:.0}/{:.0} µs; 4x64K get idle {:.0}/{:.0} µs, loaded {:.0}/{:.0} µs ({} loaded samples; backup {:.2} GB/s)",
         r.backup_bytes >> 20,
+        size_label(bsize),
         ie_p.0.unwrap_or(f64::NAN),
         ie_p.1.unwrap_or(f64::NAN),
         le_p.0.unwrap_or(f64::NAN),
@@ -707,16 +727,17 @@ pub fn print(d: &DeployReport) {
         println!("\nMooncake store (TCP on loopback, driven like SGLang: setup, register_buffer, batch_put_from, batch_get_into), GB/s and CPU s/GB, next to ours at steady state:");
         for (label, m) in moon {
             let g = |layout: &str, k: &str| m.get(layout).and_then(|l| l.get(k)).and_then(|v| v.as_f64()).map_or("-".into(), |v| format!("{v:.2}"));
+            let cpu = |layout: &str, op: &str| format!("{}+{}", g(layout, &format!("client_cpu_s_per_gb_{op}")), g(layout, &format!("store_cpu_s_per_gb_{op}")));
             println!(
-                "{label:>5} | two engines: put {} get {} (CPU s/GB put {} get {}) | store in a third process: put {} get {} (CPU s/GB put {} get {})",
+                "{label:>5} | two engines: put {} get {} (CPU s/GB engine+store put {} get {}) | store in a third process: put {} get {} (CPU s/GB client+store put {} get {})",
                 g("two_engines", "put_GBps"),
                 g("two_engines", "get_GBps"),
-                g("two_engines", "put_cpu_s_per_gb"),
-                g("two_engines", "get_cpu_s_per_gb"),
+                cpu("two_engines", "put"),
+                cpu("two_engines", "get"),
                 g("third_process", "put_GBps"),
                 g("third_process", "get_GBps"),
-                g("third_process", "put_cpu_s_per_gb"),
-                g("third_process", "get_cpu_s_per_gb"),
+                cpu("third_process", "put"),
+                cpu("third_process", "get"),
             );
         }
     }
@@ -732,6 +753,22 @@ pub fn print(d: &DeployReport) {
         println!("  batch_exists p50/p99 µs: idle {}/{}, under load {}/{} -> p99 ratio {} (goal <= 2)", f(l.exists_idle_us.0, 0), f(l.exists_idle_us.1, 0), f(l.exists_loaded_us.0, 0), f(l.exists_loaded_us.1, 0), f(l.exists_p99_ratio, 2));
         println!("  batch_get    p50/p99 µs: idle {}/{}, under load {}/{} -> p99 ratio {} (goal <= 2)", f(l.get_idle_us.0, 0), f(l.get_idle_us.1, 0), f(l.get_loaded_us.0, 0), f(l.get_loaded_us.1, 0), f(l.get_p99_ratio, 2));
         println!("  ({} idle samples, {} under load)", l.samples_idle, l.samples_loaded);
+    }
+    if !d.latency_by_backup_page.is_empty() {
+        println!("  by the backup's page size (p99 loaded / p99 idle; the server reads a large value in one read, which the prefetch waits behind):");
+        for l in d.latency_by_backup_page.iter().chain(&d.latency_under_load) {
+            println!(
+                "  {:>5} pages: exists p99 {} -> {} µs (x{}), get p99 {} -> {} µs (x{}), backup {} GB/s",
+                size_label(l.backup_page_bytes),
+                f(l.exists_idle_us.1, 0),
+                f(l.exists_loaded_us.1, 0),
+                f(l.exists_p99_ratio, 2),
+                f(l.get_idle_us.1, 0),
+                f(l.get_loaded_us.1, 0),
+                f(l.get_p99_ratio, 2),
+                f(l.backup_gbps, 2)
+            );
+        }
     }
     if let Some(dd) = &d.dedup {
         println!("\nDEDUP: {} engine processes writing the same {} MiB prefix ({} pages), skip_existing off / on:", dd.engines, dd.prefix_bytes >> 20, size_label(dd.page_bytes));
