@@ -130,6 +130,14 @@ pub const MAX_KEYSPACE: u64 = i32::MAX as u64;
 pub const FRESH_KEYSPACE: u64 = 2_000_000_000;
 const _: () = assert!(FRESH_KEYSPACE <= MAX_KEYSPACE);
 
+/// A different valkey-benchmark seed on each call (from the clock once, then counting up).
+fn next_seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: AtomicU64 = AtomicU64::new(0);
+    let _ = SEED.compare_exchange(0, std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs() & 0xffff_ffff) | 1, Ordering::Relaxed, Ordering::Relaxed);
+    SEED.fetch_add(1, Ordering::Relaxed) % (i32::MAX as u64)
+}
+
 /// `valkey-benchmark -t set|get -d size -c clients -P pipeline -n requests -r keyspace --csv`.
 #[allow(clippy::too_many_arguments)]
 pub fn valkey_benchmark(
@@ -164,6 +172,10 @@ pub fn valkey_benchmark_via(
     }
     let mut cmd = valkey_benchmark_cmd(t);
     cmd.args(via);
+    // A seed of its own for every run: valkey-benchmark seeds from the clock in seconds, so two
+    // runs started within one second drew the same "random" keys (at 1-4 MiB, 10 % of the
+    // SETs rewrote a key of the run before).
+    cmd.args(["--seed", &next_seed().to_string()]);
     cmd.args(["-t", test, "-d", &size.to_string(), "-c", &clients.to_string(), "-P", &pipeline.to_string()]);
     cmd.args(["-n", &requests.to_string(), "-r", &keyspace.to_string(), "--csv"]);
     let cpu0 = server_pid.and_then(task_cpu_ns);
