@@ -68,40 +68,56 @@ impl Drop for LaneSlot<'_> {
     }
 }
 
-/// Runs `op(conn, done)` for one lane by `deadline`; after a dropped connection, empties the
-/// node's pool and goes on once more from where it stopped on a new connection (all our commands
-/// are idempotent, so a retry is safe). The retry keeps the call's deadline.
+/// Runs `op(conns, done)` for one lane by `deadline`, on `fan` connections to `node` (fewer when
+/// the later ones cannot be made; at least one). After a dropped connection, empties the node's
+/// pool and goes on once more from where it stopped on new connections (all our commands are
+/// idempotent, so a retry is safe). The retry keeps the call's deadline.
 pub fn run_lane(
     host: &impl LaneHost,
     node: &Node,
     deadline: Instant,
     asking: bool,
-    mut op: impl FnMut(&mut crate::conn::Conn, usize) -> Result<Option<Error>, LaneError>,
+    fan: usize,
+    mut op: impl FnMut(&mut [crate::conn::Conn], usize) -> Result<Option<Error>, LaneError>,
 ) -> LaneEnd {
     let mut end = LaneEnd { key_error: None, failed: None, moved: false, asks: Vec::new(), torn: Vec::new() };
     let mut done = 0;
     let mut retried = false;
     let (spin, _slot) = host.lane_started();
     loop {
-        let mut conn = match host.conn(node, retried, deadline) {
-            Ok(c) => c,
-            Err(e) => {
-                host.conn_failed(node, &e, false);
-                end.failed = Some((done, e));
-                return end;
+        let mut conns = Vec::with_capacity(fan.max(1));
+        while conns.len() < fan.max(1) {
+            match host.conn(node, retried, deadline) {
+                Ok(c) => conns.push(c),
+                Err(e) if conns.is_empty() => {
+                    host.conn_failed(node, &e, false);
+                    end.failed = Some((done, e));
+                    return end;
+                }
+                Err(e) => {
+                    // The lane goes on with the connections it has.
+                    tracing::debug!(server = %node.name, error = %e, "no extra connection for a fanned lane");
+                    break;
+                }
             }
-        };
-        conn.set_deadline(Some(deadline));
-        conn.set_spin(spin);
-        conn.set_asking(asking);
-        let result = op(&mut conn, done);
-        let redirects = std::mem::take(&mut conn.redirects);
-        end.moved |= redirects.moved;
-        end.asks.extend(redirects.asks);
+        }
+        for conn in &mut conns {
+            conn.set_deadline(Some(deadline));
+            conn.set_spin(spin);
+            conn.set_asking(asking);
+        }
+        let result = op(&mut conns, done);
+        for conn in &mut conns {
+            let redirects = std::mem::take(&mut conn.redirects);
+            end.moved |= redirects.moved;
+            end.asks.extend(redirects.asks);
+        }
         match result {
             Ok(key_error) => {
-                conn.set_deadline(None);
-                host.put(node, conn);
+                for mut conn in conns {
+                    conn.set_deadline(None);
+                    host.put(node, conn);
+                }
                 end.key_error = key_error;
                 return end;
             }

@@ -144,55 +144,70 @@ const PROBE_WINDOW: usize = 1024;
 /// header, the caller's value-format fingerprint and payload length `sizes[i]` (a value of
 /// another format, length, or not ours is written again). Only 32 bytes per key come back. A
 /// key whose GETRANGE fails (an ACL without it, a redirection) is simply written.
-pub fn probe(conn: &mut Conn, cfg: &Config, keys: &[&[u8]], sizes: &[u64], skip: &mut [bool], done: usize) -> std::result::Result<(), LaneError> {
+///
+/// With `multi_key` (not a cluster: a multi-key command there spans hash slots), each window of
+/// keys is first asked with one `EXISTS k1 k2 ...`: when it counts none, as for a batch of new
+/// pages, the window needs no GETRANGE at all. That one command costs the server far less than
+/// a GETRANGE per key, which was most of the option's cost on new pages. A failed or refused
+/// EXISTS just falls back to the GETRANGEs.
+pub fn probe(conn: &mut Conn, cfg: &Config, keys: &[&[u8]], sizes: &[u64], skip: &mut [bool], multi_key: bool, done: usize) -> std::result::Result<(), LaneError> {
     let (prefix, value_format) = (cfg.namespace.prefix(), cfg.value_format);
-    let n = keys.len();
-    let fail = |error, done| LaneError { error, done, torn: false };
+    let fail = |error| LaneError { error, done, torn: false };
     let asking = conn.asking();
-    let mut cmds = Vec::with_capacity((n - done).min(PROBE_WINDOW) * (64 + prefix.len()));
-    let mut next = done;
-    let mut received = done;
+    let mut cmds = Vec::with_capacity((keys.len() - done).min(PROBE_WINDOW) * (64 + prefix.len()));
     // The answers are small and come within a round trip: a lane allowed to poll polls longer
     // here rather than sleeping and being woken once per batch.
     let spin = conn.spin();
     if !spin.is_zero() {
         conn.set_spin(spin.max(PROBE_SPIN));
     }
-    while received < n {
+    let mut from = done;
+    while from < keys.len() {
+        let window = from..keys.len().min(from + PROBE_WINDOW);
+        from = window.end;
+        if multi_key && !asking {
+            cmds.clear();
+            push_array_header(&mut cmds, 1 + window.len());
+            push_bulk(&mut cmds, &[b"EXISTS"]);
+            for k in &keys[window.clone()] {
+                push_bulk(&mut cmds, &[prefix, k]);
+            }
+            conn.write_all(&mut [IoSlice::new(&cmds)]).map_err(fail)?;
+            match conn.read_reply().map_err(fail)? {
+                Reply::Int(0) => continue,
+                Reply::Int(_) | Reply::Error(_) => {}
+                other => return Err(fail(Error::protocol(format!("{} answered EXISTS with {other:?}", conn.server())))),
+            }
+        }
         cmds.clear();
-        while next < n && next - received < PROBE_WINDOW {
+        for k in &keys[window.clone()] {
             if asking {
                 cmds.extend_from_slice(ASKING);
             }
             push_array_header(&mut cmds, 4);
             push_bulk(&mut cmds, &[b"GETRANGE"]);
-            push_bulk(&mut cmds, &[prefix, keys[next]]);
+            push_bulk(&mut cmds, &[prefix, k]);
             push_bulk(&mut cmds, &[b"0"]);
             push_bulk(&mut cmds, &[b"31"]);
-            next += 1;
         }
-        if !cmds.is_empty() {
-            conn.write_all(&mut [IoSlice::new(&cmds)]).map_err(|e| fail(e, done))?;
-        }
-        let until = next.min(received + PROBE_WINDOW / 2).max(received + 1);
-        while received < until {
+        conn.write_all(&mut [IoSlice::new(&cmds)]).map_err(fail)?;
+        for i in window {
             if asking {
-                read_asking_ok(conn).map_err(|e| fail(e, done))?;
+                read_asking_ok(conn).map_err(fail)?;
             }
-            skip[received] = match conn.read_reply().map_err(|e| fail(e, done))? {
+            skip[i] = match conn.read_reply().map_err(fail)? {
                 Reply::Bulk(Some(len)) if len == HEADER_LEN as u64 => {
                     let mut head = [0u8; HEADER_LEN];
-                    conn.read_exact(&mut head).and_then(|_| conn.read_crlf()).map_err(|e| fail(e, done))?;
-                    Header::decode(&head).is_some_and(|h| h.value_format == value_format && h.payload_len == sizes[received])
+                    conn.read_exact(&mut head).and_then(|_| conn.read_crlf()).map_err(fail)?;
+                    Header::decode(&head).is_some_and(|h| h.value_format == value_format && h.payload_len == sizes[i])
                 }
                 Reply::Bulk(Some(len)) => {
-                    conn.skip(len).and_then(|_| conn.read_crlf()).map_err(|e| fail(e, done))?;
+                    conn.skip(len).and_then(|_| conn.read_crlf()).map_err(fail)?;
                     false
                 }
                 Reply::Bulk(None) | Reply::Error(_) => false,
-                other => return Err(fail(Error::protocol(format!("{} answered GETRANGE with {other:?}", conn.server())), done)),
+                other => return Err(fail(Error::protocol(format!("{} answered GETRANGE with {other:?}", conn.server())))),
             };
-            received += 1;
         }
     }
     conn.set_spin(spin);
@@ -307,8 +322,15 @@ pub fn set(
 /// `GET prefix+key` for keys `done..`, each payload read straight into the key's segments:
 /// value i's segments are `segs[bounds[i]..bounds[i + 1]]` (`bounds` has n + 1 entries, the first
 /// being 0) and `sizes[i]` their total length; a value of another length is not read into them.
+///
+/// The keys are dealt in turn over `conns` (key `done + j` on `conns[j % conns.len()]`), each
+/// connection keeping up to `get_window` bytes outstanding, and the replies are read in key
+/// order on this one thread. With values as large as the window, one connection has one GET
+/// outstanding and the server waits for our next request after each reply; over two, the
+/// server is preparing the next value while the current one is read, and the reply of the
+/// connection not being read waits in its socket buffer.
 pub fn get(
-    conn: &mut Conn,
+    conns: &mut [Conn],
     cfg: &Config,
     keys: &[&[u8]],
     (segs, bounds): (&mut [&mut [u8]], &[usize]),
@@ -316,40 +338,48 @@ pub fn get(
     outcomes: &mut [Outcome],
     done: usize,
 ) -> std::result::Result<Option<Error>, LaneError> {
-    let (prefix, value_format, window) = (cfg.namespace.prefix(), cfg.value_format, cfg.get_window);
+    let (prefix, value_format) = (cfg.namespace.prefix(), cfg.value_format);
     let n = keys.len();
+    let fan = conns.len();
+    let window = cfg.get_window as u64 * fan as u64;
     let mut first_err = None;
-    let mut cmds = Vec::with_capacity(4096);
+    let mut cmds: Vec<Vec<u8>> = (0..fan).map(|_| Vec::with_capacity(4096)).collect();
     let mut next = done;
     let mut received = done;
     let mut outstanding = 0u64;
     let fail = |error, done| LaneError { error, done, torn: false };
-    let asking = conn.asking();
+    let asking = conns[0].asking();
     // Length of the reply's `$len\r\n` plus our header, when the value is the expected one.
     let head_len = |i: usize| bulk_header_len(HEADER_LEN as u64 + sizes[i]) + HEADER_LEN;
-    conn.set_read_limit(head_len(done.min(n.saturating_sub(1))));
+    for (j, conn) in conns.iter_mut().enumerate() {
+        conn.set_read_limit(head_len((done + j).min(n.saturating_sub(1))));
+    }
     while received < n {
-        cmds.clear();
-        while next < n && (next == received || outstanding + sizes[next] <= window as u64) {
+        while next < n && (next == received || outstanding + sizes[next] <= window) {
+            let cmd = &mut cmds[(next - done) % fan];
             if asking {
-                cmds.extend_from_slice(ASKING);
+                cmd.extend_from_slice(ASKING);
             }
-            push_array_header(&mut cmds, 2);
-            push_bulk(&mut cmds, &[b"GET"]);
-            push_bulk(&mut cmds, &[prefix, keys[next]]);
+            push_array_header(cmd, 2);
+            push_bulk(cmd, &[b"GET"]);
+            push_bulk(cmd, &[prefix, keys[next]]);
             outstanding += sizes[next];
             next += 1;
         }
-        if !cmds.is_empty() {
-            conn.write_all(&mut [IoSlice::new(&cmds)]).map_err(|e| fail(e, received))?;
+        for (conn, cmd) in conns.iter_mut().zip(&mut cmds) {
+            if !cmd.is_empty() {
+                conn.write_all(&mut [IoSlice::new(cmd)]).map_err(|e| fail(e, received))?;
+                cmd.clear();
+            }
         }
         let i = received;
+        let conn = &mut conns[(i - done) % fan];
         if asking {
             read_asking_ok(conn).map_err(|e| fail(e, received))?;
         }
         let result = read_value(conn, &mut segs[bounds[i]..bounds[i + 1]], sizes[i], value_format, i);
-        // Header bytes of the next reply (and this one's CRLF) may be read together.
-        let after = if i + 1 < n { 2 + head_len(i + 1) } else { 2 };
+        // Header bytes of this connection's next reply (and this one's CRLF) may be read together.
+        let after = if i + fan < n { 2 + head_len(i + fan) } else { 2 };
         conn.set_read_limit(after);
         match result.map_err(|(error, torn)| LaneError { error, done: received, torn })? {
             Ok(outcome) => outcomes[i] = outcome,
@@ -361,8 +391,10 @@ pub fn get(
         outstanding -= sizes[i];
         received += 1;
     }
-    // Back to whole-buffer reads for whatever the connection is used for next.
-    conn.set_read_limit(usize::MAX);
+    // Back to whole-buffer reads for whatever the connections are used for next.
+    for conn in conns.iter_mut() {
+        conn.set_read_limit(usize::MAX);
+    }
     Ok(first_err)
 }
 

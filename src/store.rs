@@ -49,6 +49,11 @@ pub struct Store {
     urgent: AtomicUsize,
 }
 
+/// Connections a batch_get lane of large values reads over (on its one thread). Measured on 2
+/// cores, at steady state, 4 MiB values: +3 to +5 % GB/s over one connection in 4 of 4
+/// interleaved runs; smaller values gain nothing (the window keeps several outstanding).
+const BIG_VALUE_FAN: usize = 2;
+
 /// A batch_get of at most this many bytes is a prefetch that must not wait behind a backup.
 const URGENT_MAX_BYTES: u64 = 4 << 20;
 
@@ -91,7 +96,7 @@ impl LaneHost for Store {
     }
 
     fn put(&self, node: &Node, conn: Conn) {
-        node.put(conn, 2 * self.cfg.connections + 4);
+        node.put(conn, 2 * self.cfg.connections * BIG_VALUE_FAN + 4);
     }
 
     fn conn_failed(&self, node: &Node, error: &Error, made: bool) {
@@ -220,6 +225,7 @@ impl Store {
         let deadline = self.deadline(sizes.iter().sum());
         let (which, too_large) = self.sendable(keys, Some(&sizes), outcomes);
         let skipped = pipeline::Skipped::default();
+        let multi_key = self.topology.map().primaries() == 0;
         let report = self.routed(keys, which, outcomes, deadline, too_large, |node, idx, out, asking| {
             let keys: Vec<&[u8]> = idx.iter().map(|i| keys[*i]).collect();
             let values: Vec<&[IoSlice<'_>]> = idx.iter().map(|i| values[*i]).collect();
@@ -235,9 +241,10 @@ impl Store {
                 let skipped = &skipped;
                 jobs.push(move || {
                     let mut skip = if cfg.skip_existing { vec![false; keys.len()] } else { Vec::new() };
-                    lanes::run_lane(self, node, deadline, asking, |conn, done| {
+                    lanes::run_lane(self, node, deadline, asking, 1, |conns, done| {
+                        let conn = &mut conns[0];
                         if cfg.skip_existing {
-                            pipeline::probe(conn, cfg, keys, sizes, &mut skip, done)?;
+                            pipeline::probe(conn, cfg, keys, sizes, &mut skip, multi_key, done)?;
                         }
                         pipeline::set(conn, cfg, keys, values, sizes, pipeline::SetShared { skip: &skip, skipped, urgent: &self.urgent }, mine, done)
                     })
@@ -291,8 +298,12 @@ impl Store {
                 let bounds: Vec<usize> = part.bounds[range.start..=range.end].iter().map(|b| b - base).collect();
                 let (keys, sizes) = (&keys[range.clone()], &sizes[range.clone()]);
                 let cfg = &self.cfg;
+                // Values that fill half the window or more leave at most one GET outstanding on
+                // a connection: two connections keep two (see `pipeline::get`).
+                let big = sizes.iter().sum::<u64>() >= keys.len() as u64 * (cfg.get_window as u64 / 2);
+                let fan = if big && keys.len() > 1 { BIG_VALUE_FAN } else { 1 };
                 jobs.push(move || {
-                    lanes::run_lane(self, node, deadline, asking, |conn, done| pipeline::get(conn, cfg, keys, (&mut *segs, &bounds), sizes, mine, done))
+                    lanes::run_lane(self, node, deadline, asking, fan, |conns, done| pipeline::get(conns, cfg, keys, (&mut *segs, &bounds), sizes, mine, done))
                 });
             }
             let ends = ranges.into_iter().zip(lanes::run_parallel(jobs)).collect();
@@ -339,7 +350,7 @@ impl Store {
                 rest = tail;
                 let keys = &keys[range.clone()];
                 let prefix = self.cfg.namespace.prefix();
-                jobs.push(move || lanes::run_lane(self, node, deadline, asking, |conn, done| pipeline::exists(conn, prefix, keys, mine, done)));
+                jobs.push(move || lanes::run_lane(self, node, deadline, asking, 1, |conns, done| pipeline::exists(&mut conns[0], prefix, keys, mine, done)));
             }
             let ends = ranges.into_iter().zip(lanes::run_parallel(jobs)).collect();
             lanes::finish(ends, out, idx)
@@ -359,7 +370,8 @@ impl Store {
     pub fn ping(&self) -> Result<Duration> {
         let node = self.topology.map().nodes.first().cloned().ok_or_else(|| Error::new(ErrorKind::Server, "no cluster node serves any slot"))?;
         let started = Instant::now();
-        let end = lanes::run_lane(self, &node, self.deadline(0), false, |conn, _| {
+        let end = lanes::run_lane(self, &node, self.deadline(0), false, 1, |conns, _| {
+            let conn = &mut conns[0];
             let lane_error = |error| pipeline::LaneError { error, done: 0, torn: false };
             match conn.command(&[b"PING"], self.deadline(0)) {
                 Ok(crate::resp::Value::Simple(_) | crate::resp::Value::Ok) => Ok(None),

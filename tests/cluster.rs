@@ -53,6 +53,25 @@ fn keys_spread_over_primaries_and_round_trip() {
     assert_eq!((0..3).map(|i| cluster.dbsize(i)).sum::<u64>(), 0);
 }
 
+/// `skip_existing` on a cluster: the keys of one node span hash slots, so no multi-key EXISTS
+/// is sent (it would fail with CROSSSLOT); every header is read with GETRANGE, and stored pages
+/// are skipped on every primary.
+#[test]
+fn skip_existing_works_across_primaries() {
+    let cluster = Cluster::start(3);
+    let mut s = settings(cluster.nodes[0].port, "{cluster}/model");
+    s.skip_existing = Some(true);
+    let store = common::open(s);
+    let (keys, pages) = data(200);
+    assert!(set(&store, &keys[..100], &pages[..100]).iter().all(|o| *o == Outcome::Ok));
+    assert!(set(&store, &keys, &pages).iter().all(|o| *o == Outcome::Ok));
+    let c = store.client_stats();
+    assert_eq!((c.pages_written, c.errors), (200, 0), "100 written, then 100 skipped and 100 written");
+    let (out, bufs) = get(&store, &keys);
+    assert!(out.iter().all(|o| *o == Outcome::Ok), "{out:?}");
+    assert!(bufs == pages);
+}
+
 #[test]
 fn a_resharded_slot_is_followed_after_moved() {
     let cluster = Cluster::start(3);

@@ -245,3 +245,35 @@ fn garbage_replies_fail_cleanly_and_the_handle_recovers() {
         check_good(&format!("EXISTS answered {shown:?}"));
     }
 }
+
+/// A batch_get of large values reads over two connections (keys dealt in turn); the one carrying
+/// the third key is closed before its reply. The lane goes on from that key on two new
+/// connections: every key arrives whole, and the keys before it are not asked again.
+#[test]
+fn a_fanned_lane_that_loses_a_connection_goes_on_from_the_first_unanswered_key() {
+    const BIG: usize = 3 << 20;
+    let memory = Arc::new(Memory::default());
+    let closed = Arc::new(AtomicUsize::new(0));
+    let fake = Fake::start({
+        let (memory, closed) = (memory.clone(), closed.clone());
+        move |cmd: &Cmd| {
+            if cmd.name() == "GET" && cmd.key_is("fan-0002") && closed.fetch_add(1, SeqCst) == 0 {
+                return vec![Step::Close];
+            }
+            memory.answer(cmd)
+        }
+    });
+    let store = open(settings(fake.port));
+    let keys = common::keys(4, "fan");
+    let pages: Vec<Vec<u8>> = (0..4).map(|i| page(10 + i, BIG)).collect();
+    assert!(common::set(&store, &keys, &pages).iter().all(|o| *o == Outcome::Ok));
+    let before = fake.connections();
+    let mut bufs = vec![vec![UNTOUCHED; BIG]; 4];
+    let out = common::get(&store, &keys, &mut bufs);
+    assert_eq!(out, [Outcome::Ok; 4]);
+    assert!(bufs == pages, "wrong bytes");
+    let asked: Vec<String> = fake.commands().iter().filter(|c| c.name() == "GET").map(|c| String::from_utf8_lossy(c.key()).into_owned()).collect();
+    let times = |k: &str| asked.iter().filter(|a| a.ends_with(k)).count();
+    assert_eq!((times("fan-0000"), times("fan-0001"), times("fan-0002"), times("fan-0003")), (1, 1, 2, 2), "GETs: {asked:?}");
+    assert!(fake.connections() - before >= 3, "{} connections made for the call", fake.connections() - before);
+}
