@@ -82,13 +82,14 @@ class ExistsResult(NamedTuple):
     found: List[bool]
 
 
+#: Each outcome code's enum member, looked up instead of constructed (a tenth of the time).
+_OUTCOME_OF = {int(o): o for o in Outcome}
+
+
 def _to_outcomes(raw: np.ndarray, error: str) -> BatchResult:
-    r = BatchResult()
-    for v in raw.tolist():
-        try:
-            r.append(Outcome(v))
-        except ValueError:  # an outcome newer than this package
-            r.append(v)  # type: ignore[arg-type]
+    get = _OUTCOME_OF.get
+    # An outcome newer than this package stays a plain int.
+    r = BatchResult(get(v, v) for v in raw.tolist())
     r.error = error
     return r
 
@@ -202,6 +203,25 @@ def value_segments(value: Any, writable: bool, keep: list) -> List[Tuple[int, in
             keep.append(k)
         out.append((ptr, n))
     return out
+
+
+_addressof, _c_char = ctypes.addressof, ctypes.c_char
+
+
+def _ndarray_rows(values: Sequence[Any]) -> Optional[Tuple[List[int], List[int]]]:
+    """The common case, one numpy array per page, without the general checks: the addresses and
+    sizes when every value is a writable, C-contiguous, non-empty ndarray, else None (the general
+    path then checks each value and names the one it cannot take). An address through ctypes'
+    buffer export, which refuses read-only and non-contiguous memory, takes a third of the time
+    of ``ndarray.ctypes.data`` (about 0.25 against 0.8 us a page)."""
+    nd = np.ndarray
+    if not all(type(v) is nd for v in values):
+        return None
+    try:
+        ptrs = [_addressof(_c_char.from_buffer(v)) for v in values]
+    except (TypeError, ValueError, BufferError):
+        return None
+    return ptrs, [v.nbytes for v in values]
 
 
 def _opt_int(name: str, v: Any, bits: int = 31) -> int:
@@ -413,7 +433,12 @@ class ValkeyStore:
         """:meth:`batch_set` and :meth:`batch_get`: one value object (or list of segments) per key."""
         if len(keys) != len(values):
             raise InvalidArgumentError(f"batch_{op}: {len(keys)} keys but {len(values)} values")
-        keep: list = []
+        keep: list = [values]
+        fast = _ndarray_rows(values)
+        if fast is not None:
+            vals, segs = build_values(fast[0], fast[1], 1, len(keys))
+            keep.append(segs)
+            return _to_outcomes(*self._batch(op, keys, vals, keep))
         per_value = [value_segments(v, op == "get", keep) for v in values]
         flat = [seg for segs in per_value for seg in segs]
         vals, segs = build_values([p for p, _ in flat], [s for _, s in flat], [len(s) for s in per_value], len(keys))

@@ -96,6 +96,26 @@ def test_numpy_round_trip_in_place(valkey, model):
             assert a.dtype == t.dtype and np.array_equal(a, t)
 
 
+def test_numpy_rows_and_the_arrays_the_fast_path_leaves_to_the_checks(valkey, model):
+    # One writable row per page takes the quick path (no per-value checks); a read-only or
+    # non-contiguous array anywhere in the batch sends the whole batch through the checks.
+    src = np.random.default_rng(2).integers(0, 255, size=(6, 4096), dtype=np.uint8)
+    with open_store(valkey, model) as s:
+        keys = [f"row-{i}" for i in range(6)]
+        assert s.batch_set(keys, list(src)).all_ok
+        dst = np.zeros_like(src)
+        assert s.batch_get(keys, list(dst)).all_ok and np.array_equal(src, dst)
+        frozen = src.copy()
+        frozen.flags.writeable = False
+        assert s.batch_set(["frozen"], [frozen[0]]).all_ok  # a read-only source is fine
+        with pytest.raises(hv.InvalidArgumentError, match="read-only"):
+            s.batch_get(keys[:2], [dst[0], frozen[1]])
+        wide = np.zeros((6, 8192), dtype=np.uint8)
+        with pytest.raises(hv.InvalidArgumentError, match="not C-contiguous"):
+            s.batch_get(keys[:2], [dst[0], wide[1, ::2]])
+        assert np.array_equal(src, dst)
+
+
 def test_torch_cpu_tensors_by_data_pointer(valkey, model):
     torch = pytest.importorskip("torch", reason="torch is not installed")
     src = torch.randn(256, 64, dtype=torch.bfloat16)
