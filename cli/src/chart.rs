@@ -170,7 +170,7 @@ fn deployment_lines(rep: &Report) -> Vec<String> {
             run("staggered", false),
             run("staggered", true)
         ));
-        out.push(format!("skip_existing on all-new pages: {} vs {} GB/s without (cost {}%)", f(dd.new_pages_skip, 2), f(dd.new_pages_plain, 2), f(dd.new_pages_cost.map(|c| c * 100.0), 1)));
+        out.push(format!("skip_existing on all-new pages: {} vs {} GB/s without (cost {}%, paired median)", f(dd.new_pages_skip, 2), f(dd.new_pages_plain, 2), f(dd.new_pages_cost.map(|c| c * 100.0), 1)));
     }
     out
 }
