@@ -638,9 +638,10 @@ fn dedup(c: &Ctx<'_>, con: &mut redis::Connection) -> AnyResult<DedupReport> {
     let open = |skip: bool| Handle::open(&OpenOptions { skip_existing: Some(skip), ..c.opts.clone() });
     let one = Plan { reps: 1, sizes: vec![size], ..c.plan.clone() };
     let (mut plain, mut skip) = (Vec::new(), Vec::new());
-    // The server has just been cleared: its memory grows back with page faults for the first
-    // few hundred MiB, which slowed whichever handle ran first by up to 2x. One unmeasured pass
-    // of each first.
+    // The server has just been cleared: while its memory grows back to maxmemory (page faults,
+    // no eviction yet) writes ran at half speed, whichever handle went first. Fill it past
+    // maxmemory again, then one unmeasured pass of each.
+    fill(c)?;
     for (k, with_skip) in [false, true].into_iter().enumerate() {
         measure_ours_steady(&open(with_skip)?, size, &one, c.args, c.pid, "new pages, warm-up", 4990 + k as u64)?;
     }
