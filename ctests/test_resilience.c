@@ -1,7 +1,8 @@
 /*
  * test_resilience: the data path when the server misbehaves, driven from a raw connection.
  *   - CLIENT KILL drops the handle's connections: the next batches and ping reconnect by
- *     themselves (all keys OK) and stats counts a reconnect;
+ *     themselves (all keys OK) and stats counts a reconnect; the same for a batch_get of values
+ *     large enough to be read over two connections at once (both dropped);
  *   - CLIENT PAUSE stalls the server: batch_get on a live connection gives up after timeout_ms
  *     with HICACHE_OUTCOME_TIMEOUT per key (the call itself returns OK and says why in the last
  *     error), batch_exists counts the keys as absent, and open() fails with
@@ -78,6 +79,36 @@ int main(void) {
         CHECK_OK(hicache_valkey_ping(h, NULL));
     }
 
+    /* ---- large values (a lane reads them over two connections): both dropped between calls ---- */
+    {
+        enum { BIG = 4 };
+        const size_t big[2] = {3u << 19, 3u << 19}; /* 3 MiB a value, in two segments */
+        hv_keybuf bkb[BIG];
+        hicache_key bkeys[BIG];
+        hicache_value bwv[BIG], brv[BIG];
+        int32_t bout[BIG];
+        hv_page bw, br;
+        hv_keys(bkeys, bkb, BIG, "res-big");
+        hv_page_alloc(&bw, 2, big);
+        hv_page_alloc(&br, 2, big);
+        hv_page_fill(&bw, 12);
+        for (size_t i = 0; i < BIG; i++) {
+            bwv[i] = hv_page_value(&bw);
+            brv[i] = hv_page_value(&br);
+        }
+        CHECK_OK(hicache_valkey_batch_set(h, bkeys, bwv, BIG, bout));
+        CHECK_OUTCOMES(bout, BIG, HICACHE_OUTCOME_OK);
+        for (int round = 0; round < 2; round++) {
+            hv_page_memset(&br, 0);
+            CHECK_OK(hicache_valkey_batch_get(h, bkeys, brv, BIG, bout));
+            CHECK_OUTCOMES(bout, BIG, HICACHE_OUTCOME_OK);
+            CHECK(hv_page_holds(&br, 12));
+            CHECK(raw_int(&conn, 4, kill) >= 2); /* the lane's two pooled connections */
+        }
+        hv_page_free(&bw);
+        hv_page_free(&br);
+    }
+
     /* ---- a stalled server: bounded waits, then recovery ---- */
     CHECK_OK(hicache_valkey_ping(h, NULL)); /* a live pooled connection */
     const char *pause[] = {"CLIENT", "PAUSE", HV_STR(PAUSE_MS), "ALL"};
@@ -122,7 +153,7 @@ int main(void) {
     CHECKF(s.errors >= PAGES, "errors %llu", (unsigned long long)s.errors);
     uint64_t deleted = 0;
     CHECK_OK(hicache_valkey_clear(h, &deleted));
-    CHECK(deleted == PAGES);
+    CHECK(deleted == PAGES + 4);
 
     raw_close(&conn);
     hv_page_free(&w);
