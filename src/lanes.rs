@@ -1,5 +1,6 @@
-//! Lanes: a node's share of a batch split into contiguous ranges, each run on a connection of its
-//! own (in parallel), with a dropped connection retried once from where it stopped.
+//! Lanes: a node's share of a batch split into contiguous ranges, each run on connections of its
+//! own (one, or two for large GET values) in parallel, with a dropped connection retried once
+//! from where it stopped.
 
 use crate::error::{Error, ErrorKind};
 use crate::node::Node;

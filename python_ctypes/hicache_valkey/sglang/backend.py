@@ -69,7 +69,8 @@ SETTING_TYPES: Dict[str, type] = {
 
 #: The backend's own default for ``skip_existing`` (the C library's is off): engines sharing one
 #: Valkey back up the same prefix pages, and a key already stored in this page format is then not
-#: sent again (one 32-byte GETRANGE per key instead of the page). ``skip_existing: false`` in
+#: sent again (a 32-byte GETRANGE per key instead of the page; for new pages only one EXISTS per
+#: batch). ``skip_existing: false`` in
 #: extra_config or ``HICACHE_VALKEY_SKIP_EXISTING=0`` turns it off. See README "Performance".
 SKIP_EXISTING_DEFAULT = True
 
