@@ -323,9 +323,9 @@ pub fn set(
 /// value i's segments are `segs[bounds[i]..bounds[i + 1]]` (`bounds` has n + 1 entries, the first
 /// being 0) and `sizes[i]` their total length; a value of another length is not read into them.
 ///
-/// The keys are dealt in turn over `conns` (key `done + j` on `conns[j % conns.len()]`), each
-/// connection keeping up to `get_window` bytes outstanding, and the replies are read in key
-/// order on this one thread. With values as large as the window, one connection has one GET
+/// The keys are dealt in turn over `conns` (key `done + j` on `conns[j % conns.len()]`), with up
+/// to `get_window` bytes outstanding per connection (counted over all of them), and the replies
+/// are read in key order on this one thread. With values as large as the window, one connection has one GET
 /// outstanding and the server waits for our next request after each reply; over two, the
 /// server is preparing the next value while the current one is read, and the reply of the
 /// connection not being read waits in its socket buffer.
