@@ -85,9 +85,10 @@ pub fn run_lane(
     let mut done = 0;
     let mut retried = false;
     let (spin, _slot) = host.lane_started();
+    let fan = fan.max(1);
     loop {
-        let mut conns = Vec::with_capacity(fan.max(1));
-        while conns.len() < fan.max(1) {
+        let mut conns = Vec::with_capacity(fan);
+        while conns.len() < fan {
             match host.conn(node, retried, deadline) {
                 Ok(c) => conns.push(c),
                 Err(e) if conns.is_empty() => {

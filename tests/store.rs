@@ -87,10 +87,16 @@ fn mismatched_lengths_and_empty_keys_are_invalid_arguments() {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 }
 
+/// A counter of the server's `INFO stats`.
+fn info_stat(server: &common::Server, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut server.redis()).unwrap();
+    let prefix = format!("{name}:");
+    info.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap().trim().parse().unwrap()
+}
+
 /// The server's `total_net_input_bytes`.
 fn net_input_bytes(server: &common::Server) -> u64 {
-    let info: String = redis::cmd("INFO").arg("stats").query(&mut server.redis()).unwrap();
-    info.lines().find_map(|l| l.strip_prefix("total_net_input_bytes:")).unwrap().trim().parse().unwrap()
+    info_stat(server, "total_net_input_bytes")
 }
 
 /// `skip_existing`: keys already stored with this handle's value format and payload length are
@@ -153,10 +159,7 @@ fn large_values_are_read_over_two_connections() {
     let mut sp: Vec<Vec<u8>> = stored.iter().map(|i| pages[*i].clone()).collect();
     sp[2].truncate(len - 1); // key 3: another length
     assert!(common::set(&store, &sk, &sp).iter().all(|o| *o == Outcome::Ok));
-    let accepted = || -> u64 {
-        let info: String = redis::cmd("INFO").arg("stats").query(&mut server.redis()).unwrap();
-        info.lines().find_map(|l| l.strip_prefix("total_connections_received:")).unwrap().trim().parse().unwrap()
-    };
+    let accepted = || info_stat(&server, "total_connections_received");
     let before = accepted();
     let mut bufs = vec![vec![0xEEu8; len]; 5];
     let mut targets = ReadTargets::with_capacity(5, 15);
