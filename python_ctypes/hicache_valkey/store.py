@@ -13,7 +13,7 @@ import contextlib
 import ctypes
 import enum
 import threading
-from ctypes import POINTER, byref, c_char_p, c_int32, c_size_t, c_uint8, c_uint32, c_uint64
+from ctypes import byref, c_char_p, c_int32, c_uint32, c_uint64
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -32,12 +32,12 @@ from .errors import IncompatibleLayoutError, InvalidArgumentError, InvalidConfig
 
 __all__ = ["ValkeyStore", "Outcome", "BatchResult", "ExistsResult"]
 
-# numpy mirrors of the C structs, to build whole arrays of them without a Python loop per item.
-_PAIR = np.dtype([("ptr", np.uintp), ("len", np.uintp)])
-KEY_DTYPE = SEGMENT_DTYPE = VALUE_DTYPE = _PAIR
-if not _PAIR.itemsize == ctypes.sizeof(hicache_key) == ctypes.sizeof(hicache_segment) == ctypes.sizeof(hicache_value):
+# The C pair structs (hicache_key, hicache_segment, hicache_value: a pointer and a size_t) as
+# rows of an (n, 2) uintp array, to build whole arrays of them without a Python loop per item.
+_PAIR_BYTES = 2 * np.dtype(np.uintp).itemsize
+if not _PAIR_BYTES == ctypes.sizeof(hicache_key) == ctypes.sizeof(hicache_segment) == ctypes.sizeof(hicache_value):
     raise IncompatibleLayoutError(
-        f"numpy's (uintp, uintp) is {_PAIR.itemsize} bytes, the C key/segment/value pairs "
+        f"numpy's (uintp, uintp) is {_PAIR_BYTES} bytes, the C key/segment/value pairs "
         f"{ctypes.sizeof(hicache_key)}/{ctypes.sizeof(hicache_segment)}/{ctypes.sizeof(hicache_value)}"
     )
 
@@ -94,53 +94,141 @@ def _to_outcomes(raw: np.ndarray, error: str) -> BatchResult:
     return r
 
 
+class _CallArrays:
+    """The C side of batch calls -- the ``hicache_key``, ``hicache_segment`` and ``hicache_value``
+    arrays, the outcomes, the keys' bytes -- in numpy arrays whose addresses are taken once, when
+    they are made or grown. Each thread keeps one between calls (:data:`_per_thread`).
+
+    Why: a call that moved megabytes leaves Python on cold caches, where every allocation, ctypes
+    pointer object and numpy operation costs 3-13 us. Before this, with fresh arrays per call,
+    the Python side of a 128-page call measured 120-145 us (12-14 % of a call at 16 KiB pages).
+    A key array for keys of one length, and a value array for one segment count, stay as they are
+    from call to call (only the keys' bytes are copied in)."""
+
+    def __init__(self) -> None:
+        self._n = self._nseg = self._nblob = 0
+        self._keys_for: Optional[Tuple[int, int]] = None  # (count, length) the key array holds
+        self._vals_for: Optional[Tuple[int, int]] = None  # (count, segments per value)
+        self._grow(64, 128, 4096)
+
+    def _grow(self, n: int, nseg: int, nblob: int) -> None:
+        if n > self._n:
+            n = max(n, 2 * self._n)
+            self.key_pairs = np.empty((n, 2), np.uintp)
+            self.val_pairs = np.empty((n, 2), np.uintp)
+            self.out = np.empty(n, np.int32)
+            self.found = np.empty(n, np.uint8)
+            self.leading = np.empty(1, np.uintp)
+            self._iota = np.arange(n, dtype=np.uintp)
+            self.keys_at, self.vals_at = self.key_pairs.ctypes.data, self.val_pairs.ctypes.data
+            self.out_at, self.found_at, self.leading_at = self.out.ctypes.data, self.found.ctypes.data, self.leading.ctypes.data
+            self._n, self._keys_for, self._vals_for = n, None, None
+        if nseg > self._nseg:
+            nseg = max(nseg, 2 * self._nseg)
+            self.seg_pairs = np.empty((nseg, 2), np.uintp)
+            self._segs_at = self.seg_pairs.ctypes.data
+            self._nseg, self._vals_for = nseg, None
+        if nblob > self._nblob:
+            nblob = max(nblob, 2 * self._nblob)
+            self._blob = np.empty(nblob, np.uint8)
+            self._blob_mv = memoryview(self._blob)
+            self._blob_at = self._blob.ctypes.data
+            self._nblob, self._keys_for = nblob, None
+
+    def set_keys(self, keys: Sequence[Union[str, bytes, bytearray, memoryview]]) -> int:
+        """Fills the key array with ``keys`` (str as UTF-8); returns the array's address."""
+        n = len(keys)
+        enc = [k.encode("utf-8") if isinstance(k, str) else bytes(k) for k in keys]
+        blob = b"".join(enc)
+        self._grow(n, 0, len(blob))
+        self._blob_mv[: len(blob)] = blob
+        if not n:
+            return self.keys_at
+        lens = list(map(len, enc))
+        ptr, ln = self.key_pairs[:n, 0], self.key_pairs[:n, 1]
+        if lens.count(lens[0]) == n:
+            if self._keys_for != (n, lens[0]):
+                np.multiply(self._iota[:n], lens[0], out=ptr)
+                ptr += self._blob_at
+                ln[:] = lens[0]
+                self._keys_for = (n, lens[0])
+        else:
+            ln[:] = lens
+            np.cumsum(ln, out=ptr)
+            ptr -= ln
+            ptr += self._blob_at
+            self._keys_for = None
+        return self.keys_at
+
+    def set_values(self, ptrs: Any, sizes: Any, segments_per_value: Union[int, Sequence[int], np.ndarray], n: int) -> int:
+        """Fills the value and segment arrays for ``n`` values whose segments are given flat
+        (``ptrs[i]``, ``sizes[i]``), ``segments_per_value`` each (an int, or one count per value);
+        returns the value array's address."""
+        ptrs = np.asarray(ptrs, dtype=np.uint64)
+        sizes = np.asarray(sizes, dtype=np.uint64)
+        if ptrs.ndim != 1 or ptrs.shape != sizes.shape:
+            raise InvalidArgumentError(f"ptrs and sizes must be 1-D and of one length, got {ptrs.shape} and {sizes.shape}")
+        total = ptrs.shape[0]
+        counts = None
+        if isinstance(segments_per_value, (int, np.integer)):
+            per = int(segments_per_value)
+            if per < 0 or per * n != total:
+                raise InvalidArgumentError(f"{total} segments cannot be {n} values of {per} segments")
+        else:
+            counts = np.asarray(segments_per_value, dtype=np.uintp)
+            if counts.shape != (n,) or int(counts.sum()) != total:
+                raise InvalidArgumentError(f"segment counts {counts.shape} do not describe {total} segments of {n} values")
+        self._grow(n, total, 0)
+        segs = self.seg_pairs
+        segs[:total, 0] = ptrs
+        segs[:total, 1] = sizes
+        vptr, vlen = self.val_pairs[:n, 0], self.val_pairs[:n, 1]
+        if counts is None:
+            if self._vals_for != (n, per):
+                np.multiply(self._iota[:n], per * _PAIR_BYTES, out=vptr)
+                vptr += self._segs_at
+                vlen[:] = per
+                self._vals_for = (n, per)
+        elif n:
+            vlen[:] = counts
+            np.cumsum(vlen, out=vptr)
+            vptr -= vlen
+            vptr *= _PAIR_BYTES
+            vptr += self._segs_at
+            self._vals_for = None
+        return self.vals_at
+
+
+class _PerThread(threading.local):
+    """This thread's :class:`_CallArrays`, and whether a call of this thread is building or
+    using them (then a signal handler or finalizer that makes a call meanwhile gets arrays of
+    its own instead of overwriting them)."""
+
+    def __init__(self) -> None:
+        self.arrays = _CallArrays()
+        self.busy = False
+
+
+_per_thread = _PerThread()
+
+
 def encode_keys(keys: Sequence[Union[str, bytes, bytearray, memoryview]]) -> Tuple[np.ndarray, Any]:
-    """A ``hicache_key`` array for ``keys`` (str as UTF-8) and the object keeping their bytes
-    alive. One join and a few numpy operations, no per-key ctypes objects."""
-    n = len(keys)
-    enc = [k.encode("utf-8") if isinstance(k, str) else bytes(k) for k in keys]
-    blob = np.frombuffer(b"".join(enc), dtype=np.uint8)
-    lens = np.fromiter(map(len, enc), dtype=np.uintp, count=n)
-    arr = np.empty(n, KEY_DTYPE)
-    if n:
-        starts = np.zeros(n, dtype=np.uintp)
-        np.cumsum(lens[:-1], out=starts[1:])
-        arr["ptr"] = starts + np.uintp(blob.ctypes.data)
-        arr["len"] = lens
-    return arr, blob
+    """A ``hicache_key`` array (``(n, 2)`` of pointer and length) for ``keys`` (str as UTF-8), in
+    arrays of its own, and the object keeping their bytes alive."""
+    a = _CallArrays()
+    a.set_keys(keys)
+    return a.key_pairs[: len(keys)], a
 
 
 def build_values(
     ptrs: Any, sizes: Any, segments_per_value: Union[int, Sequence[int], np.ndarray], n: int
-) -> Tuple[np.ndarray, np.ndarray]:
-    """``hicache_value`` and ``hicache_segment`` arrays for ``n`` values whose segments are given
-    flat (``ptrs[i]``, ``sizes[i]``), ``segments_per_value`` each (an int, or one count per
-    value). Returns ``(values, segments)``; keep both alive during the call."""
-    ptrs = np.asarray(ptrs, dtype=np.uint64)
-    sizes = np.asarray(sizes, dtype=np.uint64)
-    if ptrs.ndim != 1 or ptrs.shape != sizes.shape:
-        raise InvalidArgumentError(f"ptrs and sizes must be 1-D and of one length, got {ptrs.shape} and {sizes.shape}")
-    total = ptrs.shape[0]
-    segs = np.empty(total, SEGMENT_DTYPE)
-    segs["ptr"] = ptrs
-    segs["len"] = sizes
-    vals = np.empty(n, VALUE_DTYPE)
-    if isinstance(segments_per_value, (int, np.integer)):
-        per = int(segments_per_value)
-        if per < 0 or per * n != total:
-            raise InvalidArgumentError(f"{total} segments cannot be {n} values of {per} segments")
-        vals["ptr"] = np.uintp(segs.ctypes.data) + np.arange(n, dtype=np.uintp) * np.uintp(per * SEGMENT_DTYPE.itemsize)
-        vals["len"] = per
-    else:
-        counts = np.asarray(segments_per_value, dtype=np.uintp)
-        if counts.shape != (n,) or int(counts.sum()) != total:
-            raise InvalidArgumentError(f"segment counts {counts.shape} do not describe {total} segments of {n} values")
-        starts = np.zeros(n, dtype=np.uintp)
-        if n:
-            np.cumsum(counts[:-1], out=starts[1:])
-        vals["ptr"] = np.uintp(segs.ctypes.data) + starts * np.uintp(SEGMENT_DTYPE.itemsize)
-        vals["len"] = counts
-    return vals, segs
+) -> Tuple[np.ndarray, Any]:
+    """``hicache_value`` array (``(n, 2)``) for ``n`` values whose segments are given flat
+    (``ptrs[i]``, ``sizes[i]``), ``segments_per_value`` each (an int, or one count per value), in
+    arrays of their own. Returns ``(values, keepalive)``; keep both alive during the call."""
+    a = _CallArrays()
+    a.set_values(ptrs, sizes, segments_per_value, n)
+    return a.val_pairs[:n], a
 
 
 def _is_raw_segment(x: Any) -> bool:
@@ -340,6 +428,7 @@ class ValkeyStore:
         check(L.hicache_valkey_open(byref(opts), byref(ptr)), "hicache_valkey_open")
         del strings  # referenced until the library copied them
         self._ptr: Optional[Any] = ptr
+        self._addr: int = ctypes.cast(ptr, ctypes.c_void_p).value or 0  # the data path passes it as an int
         self._cond = threading.Condition(threading.Lock())
         self._inflight = 0
         self._closing = False
@@ -354,23 +443,30 @@ class ValkeyStore:
 
     # -- lifetime ------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _handle(self) -> Iterator[Any]:
-        """The C handle, for one call: ``with self._handle() as h: L.fn(h, ...)``. Raises
-        :class:`StoreClosedError` once :meth:`close` has started; :meth:`close` waits for every
-        call inside such a block to leave it."""
+    def _enter(self) -> None:
+        """Counts a call in; raises :class:`StoreClosedError` once :meth:`close` has started.
+        Every ``_enter`` is followed by a :meth:`_leave` (``try``/``finally``); :meth:`close`
+        waits until every call that entered has left."""
         with self._cond:
             if self._ptr is None or self._closing:
                 raise StoreClosedError("the ValkeyStore is closed")
             self._inflight += 1
-            ptr = self._ptr
+
+    def _leave(self) -> None:
+        with self._cond:
+            self._inflight -= 1
+            if self._closing and self._inflight == 0:
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def _handle(self) -> Iterator[Any]:
+        """The C handle, for one call: ``with self._handle() as h: L.fn(h, ...)`` (see
+        :meth:`_enter`)."""
+        self._enter()
         try:
-            yield ptr
+            yield self._ptr
         finally:
-            with self._cond:
-                self._inflight -= 1
-                if self._inflight == 0:
-                    self._cond.notify_all()
+            self._leave()
 
     @property
     def closed(self) -> bool:
@@ -407,48 +503,45 @@ class ValkeyStore:
 
     # -- data path -----------------------------------------------------------------------------
 
-    def _batch(self, op: str, keys, values_arr: np.ndarray, keepalive: Any) -> Tuple[np.ndarray, str]:
-        """One ``hicache_valkey_batch_<op>`` call (``op``: "set" or "get") over ``keys`` and a
-        ``hicache_value`` array; ``keepalive`` holds what the array points into. Returns the
-        int32 outcomes and the library's message about the first failed key ("" when none)."""
+    def _batch(self, op: str, keys, ptrs: Any, sizes: Any, segments_per_value: Any, rows: bool) -> Any:
+        """One ``hicache_valkey_batch_<op>`` call (``op``: "set" or "get") over ``keys`` and their
+        values' segments given flat (see :meth:`batch_set_segments`), built in this thread's
+        :class:`_CallArrays`. Returns a :class:`BatchResult` when ``rows``, else a copy of the
+        int32 outcome array. The caller keeps the memory the segments point into alive."""
         what = f"hicache_valkey_batch_{op}"
-        fn = getattr(self._lib, what)
+        fn = _lib.by_address(what)
         n = len(keys)
-        key_arr, key_keep = encode_keys(keys)
-        outcomes = np.empty(n, dtype=np.int32)
-        with self._handle() as h:
-            status = fn(
-                h,
-                key_arr.ctypes.data_as(POINTER(hicache_key)),
-                values_arr.ctypes.data_as(POINTER(hicache_value)),
-                n,
-                outcomes.ctypes.data_as(POINTER(c_int32)),
-            )
-            error = _lib.last_error() if status == 0 and (outcomes > 1).any() else ""
-            check(status, what)
-        del key_keep, keepalive
-        return outcomes, error
+        pt = _per_thread
+        own = not pt.busy
+        a = pt.arrays if own else _CallArrays()
+        pt.busy = True
+        try:
+            keys_at = a.set_keys(keys)
+            vals_at = a.set_values(ptrs, sizes, segments_per_value, n)
+            self._enter()
+            try:
+                status = fn(self._addr, keys_at, vals_at, n, a.out_at)
+                out = a.out[:n]
+                error = _lib.last_error() if status == 0 and n and out.max() > 1 else ""
+                check(status, what)
+            finally:
+                self._leave()
+            return _to_outcomes(out, error) if rows else out.copy()
+        finally:
+            if own:
+                pt.busy = False
 
     def _batch_objects(self, op: str, keys, values: Sequence[Any]) -> BatchResult:
         """:meth:`batch_set` and :meth:`batch_get`: one value object (or list of segments) per key."""
         if len(keys) != len(values):
             raise InvalidArgumentError(f"batch_{op}: {len(keys)} keys but {len(values)} values")
-        keep: list = [values]
         fast = _ndarray_rows(values)
         if fast is not None:
-            vals, segs = build_values(fast[0], fast[1], 1, len(keys))
-            keep.append(segs)
-            return _to_outcomes(*self._batch(op, keys, vals, keep))
+            return self._batch(op, keys, fast[0], fast[1], 1, True)
+        keep: list = []
         per_value = [value_segments(v, op == "get", keep) for v in values]
         flat = [seg for segs in per_value for seg in segs]
-        vals, segs = build_values([p for p, _ in flat], [s for _, s in flat], [len(s) for s in per_value], len(keys))
-        keep.append(segs)
-        return _to_outcomes(*self._batch(op, keys, vals, keep))
-
-    def _batch_segments(self, op: str, keys, ptrs: Any, sizes: Any, segments_per_value: Any) -> np.ndarray:
-        """:meth:`batch_set_segments` and :meth:`batch_get_segments`: flat segment arrays."""
-        vals, segs = build_values(ptrs, sizes, segments_per_value, len(keys))
-        return self._batch(op, keys, vals, segs)[0]
+        return self._batch(op, keys, [p for p, _ in flat], [s for _, s in flat], [len(s) for s in per_value], True)
 
     def batch_set(self, keys: Sequence[Union[str, bytes]], values: Sequence[Any]) -> BatchResult:
         """Stores ``values[i]`` under ``keys[i]`` in one pipelined batch. Returns one
@@ -476,39 +569,46 @@ class ValkeyStore:
         addresses and lengths (numpy arrays or lists), ``segments_per_value`` per value (an int
         or one count per value). Returns the int32 outcome array. The caller guarantees the
         memory is valid during the call."""
-        return self._batch_segments("set", keys, ptrs, sizes, segments_per_value)
+        return self._batch("set", keys, ptrs, sizes, segments_per_value, False)
 
     def batch_get_segments(
         self, keys: Sequence[Union[str, bytes]], ptrs: Any, sizes: Any, segments_per_value: Union[int, Sequence[int]]
     ) -> np.ndarray:
         """Raw form of :meth:`batch_get` (see :meth:`batch_set_segments`); the memory must be
         writable and no two segments may overlap."""
-        return self._batch_segments("get", keys, ptrs, sizes, segments_per_value)
+        return self._batch("get", keys, ptrs, sizes, segments_per_value, False)
 
-    def _exists(self, keys: Sequence[Union[str, bytes]], found: Optional[np.ndarray]) -> int:
-        """``hicache_valkey_batch_exists``: fills ``found`` (one uint8 per key, or None for the
-        leading count alone) and returns the leading count."""
-        key_arr, key_keep = encode_keys(keys)
-        leading = c_size_t(0)
-        found_p = None if found is None else found.ctypes.data_as(POINTER(c_uint8))
-        with self._handle() as h:
-            status = self._lib.hicache_valkey_batch_exists(
-                h, key_arr.ctypes.data_as(POINTER(hicache_key)), len(keys), found_p, byref(leading)
-            )
-            check(status, "hicache_valkey_batch_exists")
-        del key_keep
-        return int(leading.value)
+    def _exists(self, keys: Sequence[Union[str, bytes]], found: bool) -> Tuple[int, Optional[List[bool]]]:
+        """``hicache_valkey_batch_exists``: the leading count, and one flag per key when
+        ``found`` (in this thread's :class:`_CallArrays`, as :meth:`_batch`)."""
+        pt = _per_thread
+        own = not pt.busy
+        a = pt.arrays if own else _CallArrays()
+        pt.busy = True
+        try:
+            n = len(keys)
+            keys_at = a.set_keys(keys)
+            self._enter()
+            try:
+                status = _lib.by_address("hicache_valkey_batch_exists")(
+                    self._addr, keys_at, n, a.found_at if found else None, a.leading_at
+                )
+                check(status, "hicache_valkey_batch_exists")
+            finally:
+                self._leave()
+            return int(a.leading[0]), (a.found[:n].astype(bool).tolist() if found else None)
+        finally:
+            if own:
+                pt.busy = False
 
     def batch_exists(self, keys: Sequence[Union[str, bytes]]) -> ExistsResult:
         """Which keys exist, in one pipelined batch: ``(leading, found)``."""
-        n = len(keys)
-        found = np.zeros(max(n, 1), dtype=np.uint8)
-        leading = self._exists(keys, found)
-        return ExistsResult(leading, found[:n].astype(bool).tolist())
+        leading, found = self._exists(keys, True)
+        return ExistsResult(leading, found or [])
 
     def leading_hits(self, keys: Sequence[Union[str, bytes]]) -> int:
         """How many keys exist in a row from the first (one pipelined batch)."""
-        return self._exists(keys, None)
+        return self._exists(keys, False)[0]
 
     # -- housekeeping --------------------------------------------------------------------------
 

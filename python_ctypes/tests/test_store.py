@@ -310,6 +310,64 @@ def test_environment_under_keyword_arguments(valkey, model, monkeypatch):
         ValkeyStore(model_name=model, connect_timeout_ms=500)
 
 
+def test_calls_of_changing_shapes_on_one_thread(valkey, model):
+    # A thread builds every call's C arrays in arrays it keeps, and keeps a key array for keys
+    # of one length (and a value array for one segment count) from call to call. Each call here
+    # changes something the kept arrays depend on: the key count, the key length, keys of mixed
+    # lengths, the segments per value (one count for all, or one per value), and arrays grown
+    # (and so moved) past their first size.
+    rng = np.random.default_rng(5)
+    with open_store(valkey, model) as s:
+        batches = [
+            [f"a{i}" for i in range(3)],
+            [f"b{i}" for i in range(3)],  # same count and length: the kept key array, new bytes
+            [f"c{i}" for i in range(5)],
+            [f"{i}-" + "x" * i for i in range(7)],  # mixed lengths
+            [f"long-{i:04d}-" + "y" * 120 for i in range(300)],  # grows and moves every array
+            [f"d{i}" for i in range(3)],  # the first shape again, after the move
+        ]
+        for keys in batches:
+            n = len(keys)
+            for per in (1, 2, 1, [2] * (n - 1) + [1]):
+                counts = [per] * n if isinstance(per, int) else per
+                sizes = np.array([64 + 8 * j for c in counts for j in range(c)], dtype=np.uint64)
+                src = rng.integers(0, 255, size=int(sizes.sum()), dtype=np.uint8)
+                dst = np.zeros_like(src)
+                offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64)
+                assert (s.batch_set_segments(keys, src.ctypes.data + offsets, sizes, per) == 0).all()
+                assert (s.batch_get_segments(keys, dst.ctypes.data + offsets, sizes, per) == 0).all()
+                assert np.array_equal(src, dst)
+            # each key holds its own value (of the last write): read one by one, in reverse
+            for i in reversed(range(n)):
+                lo = int(offsets[sum(counts[:i])])
+                one = np.zeros(int(sum(64 + 8 * j for j in range(counts[i]))), np.uint8)
+                assert s.get(keys[i], one) and np.array_equal(one, src[lo : lo + one.size])
+            assert s.batch_exists(keys).found == [True] * n
+        assert s.batch_exists(["a0", "b0", "c4", "6-xxxxxx", "d2", "never"]).found == [True] * 5 + [False]
+
+
+def test_a_call_made_while_this_thread_builds_another(valkey, model):
+    # Converting a caller's arrays can run Python code (an __array__ method; a signal handler or
+    # finalizer can run at any such point) that makes a call of its own on the same thread. That
+    # call must not write into the arrays the outer call has half built.
+    with open_store(valkey, model) as s:
+        inner = np.full(100, 7, np.uint8)
+        outer = np.full(200, 9, np.uint8)
+
+        class Pointers:
+            def __array__(self, dtype=None, copy=None):
+                assert s.batch_set(["inner-key-1", "inner-key-2"], [inner, inner]).all_ok
+                return np.array([outer.ctypes.data], dtype=np.uint64)
+
+        out = s.batch_set_segments(["outer-key"], Pointers(), [200], 1)
+        assert (out == 0).all()
+        got = np.zeros(200, np.uint8)
+        assert s.get("outer-key", got) and (got == 9).all()
+        got = np.zeros(100, np.uint8)
+        assert s.get("inner-key-1", got) and (got == 7).all()
+        assert s.batch_exists(["inner-key-2", "outer-key"]).found == [True, True]
+
+
 def test_closed_store(valkey, model):
     s = open_store(valkey, model)
     assert not s.closed
