@@ -222,11 +222,12 @@ impl Conn {
     }
 
     /// Reads from the connection into `dst`, returning how many bytes came (never 0): straight
-    /// from the socket, or through TLS (ciphertext in large reads, decrypted by rustls, copied
+    /// from the socket (at most `Socket::read_max` at once), or through TLS (ciphertext in large reads, decrypted by rustls, copied
     /// out into `dst`).
     fn read_socket(&mut self, dst: &mut [u8]) -> Result<usize> {
         if self.tls.is_none() {
-            return self.recv(dst);
+            let len = dst.len().min(self.sock.read_max());
+            return self.recv(&mut dst[..len]);
         }
         loop {
             let tls = self.tls.as_mut().expect("TLS is on");
@@ -413,5 +414,68 @@ impl Conn {
         let replies = self.write_all(&mut [IoSlice::new(cmds)]).and_then(|_| (0..count).map(|_| self.read_value()).collect());
         self.deadline = None;
         replies
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection to `endpoint` without the handshake (the peer is a plain socket here).
+    fn bare(endpoint: &Endpoint) -> Conn {
+        Conn {
+            sock: Socket::connect(endpoint, Instant::now() + Duration::from_secs(5), "test peer").unwrap(),
+            tls: None,
+            buf: vec![0; READ_BUF].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            read_limit: READ_BUF,
+            deadline: Some(Instant::now() + Duration::from_secs(10)),
+            server: "test peer".into(),
+            spin: Duration::ZERO,
+            max_bulk: DEFAULT_MAX_BULK,
+            redirects: Redirects::default(),
+            asking: false,
+        }
+    }
+
+    /// The first read of a value's bytes once `sent` bytes are waiting in the socket, and
+    /// whether the rest then reads in full.
+    fn first_read(conn: &mut Conn, mut peer: impl std::io::Write + Send + 'static, sent: usize) -> usize {
+        let data: Vec<u8> = (0..sent).map(|i| i as u8).collect();
+        let expect = data.clone();
+        let writer = std::thread::spawn(move || peer.write_all(&data).unwrap());
+        // Let the socket fill (the writer blocks once it is full) before the first read.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut dst = vec![0u8; sent];
+        let first = conn.read_socket(&mut dst).unwrap();
+        conn.read_exact(&mut dst[first..]).unwrap();
+        writer.join().unwrap();
+        assert!(dst == expect, "the value's bytes arrived out of order");
+        first
+    }
+
+    #[test]
+    fn a_large_value_is_read_from_tcp_in_reads_of_at_most_64_kib() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut conn = bare(&Endpoint::Tcp { host: "127.0.0.1".into(), port });
+        let (peer, _) = listener.accept().unwrap();
+        let first = first_read(&mut conn, peer, 4 << 20);
+        assert!(first > 0 && first <= 64 << 10, "first TCP read took {first} bytes");
+    }
+
+    #[test]
+    fn a_unix_socket_is_read_without_that_limit() {
+        let dir = std::env::temp_dir().join(format!("hicache-conn-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("peer.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let mut conn = bare(&Endpoint::Unix(path.to_string_lossy().into_owned()));
+        let (peer, _) = listener.accept().unwrap();
+        let first = first_read(&mut conn, peer, 4 << 20);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(first > 64 << 10, "first Unix socket read took only {first} bytes");
     }
 }
