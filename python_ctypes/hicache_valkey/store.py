@@ -101,7 +101,7 @@ class _CallArrays:
 
     Why: a call that moved megabytes leaves Python on cold caches, where every allocation, ctypes
     pointer object and numpy operation costs 3-13 us. Before this, with fresh arrays per call,
-    the Python side of a 128-page call measured 120-145 us (12-14 % of a call at 16 KiB pages).
+    the Python side of a 128-page call measured 119-161 us (12-15 % of a call at 16 KiB pages).
     A key array for keys of one length, and a value array for one segment count, stay as they are
     from call to call (only the keys' bytes are copied in)."""
 

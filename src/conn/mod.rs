@@ -61,6 +61,25 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// A connection over `sock` before its handshake: empty buffers, the defaults, `deadline`
+    /// for the handshake's reads and writes.
+    fn new(sock: Socket, tls: Option<Box<TlsStream>>, server: String, deadline: Instant) -> Conn {
+        Conn {
+            sock,
+            tls,
+            buf: vec![0; READ_BUF].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            read_limit: READ_BUF,
+            deadline: Some(deadline),
+            server,
+            spin: Duration::ZERO,
+            max_bulk: DEFAULT_MAX_BULK,
+            redirects: Redirects::default(),
+            asking: false,
+        }
+    }
+
     /// `host:port` (or `unix:PATH`) of the server, for messages.
     pub fn server(&self) -> &str {
         &self.server
@@ -222,8 +241,8 @@ impl Conn {
     }
 
     /// Reads from the connection into `dst`, returning how many bytes came (never 0): straight
-    /// from the socket (at most `Socket::read_max` at once), or through TLS (ciphertext in large reads, decrypted by rustls, copied
-    /// out into `dst`).
+    /// from the socket (at most `Socket::read_max` at once), or through TLS (ciphertext in large
+    /// reads, decrypted by rustls, copied out into `dst`).
     fn read_socket(&mut self, dst: &mut [u8]) -> Result<usize> {
         if self.tls.is_none() {
             let len = dst.len().min(self.sock.read_max());
@@ -423,24 +442,12 @@ mod tests {
 
     /// A connection to `endpoint` without the handshake (the peer is a plain socket here).
     fn bare(endpoint: &Endpoint) -> Conn {
-        Conn {
-            sock: Socket::connect(endpoint, Instant::now() + Duration::from_secs(5), "test peer").unwrap(),
-            tls: None,
-            buf: vec![0; READ_BUF].into_boxed_slice(),
-            pos: 0,
-            end: 0,
-            read_limit: READ_BUF,
-            deadline: Some(Instant::now() + Duration::from_secs(10)),
-            server: "test peer".into(),
-            spin: Duration::ZERO,
-            max_bulk: DEFAULT_MAX_BULK,
-            redirects: Redirects::default(),
-            asking: false,
-        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        Conn::new(Socket::connect(endpoint, deadline, "test peer").unwrap(), None, "test peer".into(), deadline)
     }
 
-    /// The first read of a value's bytes once `sent` bytes are waiting in the socket, and
-    /// whether the rest then reads in full.
+    /// The first read of a value's bytes once `sent` bytes are waiting in the socket; checks
+    /// that the rest then reads in full and in order.
     fn first_read(conn: &mut Conn, mut peer: impl std::io::Write + Send + 'static, sent: usize) -> usize {
         let data: Vec<u8> = (0..sent).map(|i| i as u8).collect();
         let expect = data.clone();

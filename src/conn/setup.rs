@@ -21,20 +21,7 @@ impl Conn {
             (None, Endpoint::Unix(_)) => None,
         };
         let sock = Socket::connect(endpoint, deadline, &server)?;
-        let mut conn = Conn {
-            sock,
-            tls,
-            buf: vec![0; READ_BUF].into_boxed_slice(),
-            pos: 0,
-            end: 0,
-            read_limit: READ_BUF,
-            deadline: Some(deadline),
-            server,
-            spin: Duration::ZERO,
-            max_bulk: DEFAULT_MAX_BULK,
-            redirects: Redirects::default(),
-            asking: false,
-        };
+        let mut conn = Conn::new(sock, tls, server, deadline);
         let timeout = |e: Error| match e.kind() {
             ErrorKind::Timeout => Error::new(ErrorKind::Timeout, format!("{} (connect timeout {} ms)", e.message(), cfg.connect_timeout.as_millis())),
             _ => e,
