@@ -14,8 +14,11 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-/// Bytes queued before a vectored write is issued.
-const FLUSH_BYTES: usize = 1 << 20;
+/// Bytes queued before a vectored write is issued. Measured at steady state over loopback TCP,
+/// 64 KiB pages, interleaved, medians of 16-20 figures: 256 KiB 3.1-3.3 GB/s, tight; 1 MiB
+/// 2.0-2.8, swinging between about 1.9 and 3.1 from one connection to the next (512 KiB the same);
+/// 128 KiB 3.0; 64 KiB 1.8. 16 KiB, 256 KiB and 1 MiB pages unchanged; Unix sockets no worse.
+const FLUSH_BYTES: usize = 256 << 10;
 /// Slices in one vectored write (Linux's IOV_MAX is 1024).
 const MAX_IOV: usize = 1000;
 /// EXISTS commands kept in flight.
@@ -503,4 +506,36 @@ pub fn exists(
         }
     }
     Ok(first_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Queues one 64 KiB value the way `set` does: its command head, the payload, the CRLF.
+    fn queue_value<'a>(q: &mut WriteQueue<'a>, payload: &'a [u8]) {
+        let mark = q.arena.len();
+        push_array_header(&mut q.arena, 3);
+        push_bulk(&mut q.arena, &[b"SET"]);
+        push_bulk(&mut q.arena, &[b"k"]);
+        push_bulk_header(&mut q.arena, payload.len() as u64);
+        q.seal_arena(mark);
+        q.borrow(payload);
+        let mark = q.arena.len();
+        q.arena.extend_from_slice(b"\r\n");
+        q.seal_arena(mark);
+    }
+
+    #[test]
+    fn values_of_64_kib_are_written_four_at_a_time() {
+        let payload = vec![7u8; 64 << 10];
+        let mut q = WriteQueue::new();
+        let mut queued = 0;
+        while !q.wants_flush() {
+            queue_value(&mut q, &payload);
+            queued += 1;
+            assert!(queued <= 16, "no write after 16 values of 64 KiB");
+        }
+        assert_eq!(queued, 4, "a write is issued after {queued} values of 64 KiB, not 4 (256 KiB)");
+    }
 }

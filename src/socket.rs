@@ -50,6 +50,14 @@ enum Stream {
 /// its own (`tls::CIPHER_BUF`).
 const TCP_READ_MAX: usize = 64 << 10;
 
+/// The send buffer asked for on a Unix socket (the kernel doubles it, up to
+/// `net.core.wmem_max`). A Unix stream socket does not grow its buffer as TCP does: it keeps
+/// `net.core.wmem_default` (208 KiB here), and a writer waits for the server to drain each
+/// 208 KiB. Measured at steady state, 1 MiB against the default, interleaved, medians of 8:
+/// batch_set of 64 KiB pages 1.8-2.2 -> 2.9-3.0 GB/s, 256 KiB pages 2.0 -> 3.7, 16 KiB
+/// 1.4 -> 1.7, 1 MiB 3.6 -> 3.8 (512 KiB: 2.9 at 64 KiB; 4 MiB no better than 1 MiB).
+const UNIX_SNDBUF: libc::c_int = 1 << 20;
+
 /// A connected, non-blocking socket.
 pub struct Socket {
     stream: Stream,
@@ -74,10 +82,24 @@ impl Socket {
         let socket = Socket { stream };
         let setup = match &socket.stream {
             Stream::Tcp(s) => s.set_nodelay(true).and_then(|_| s.set_nonblocking(true)),
-            Stream::Unix(s) => s.set_nonblocking(true),
+            Stream::Unix(s) => s.set_nonblocking(true).and_then(|_| set_sndbuf(s.as_raw_fd(), UNIX_SNDBUF)),
         };
         setup.map_err(|e| Error::new(ErrorKind::Connection, format!("{server}: cannot set up the socket: {e}")))?;
         Ok(socket)
+    }
+
+    /// The kernel's send buffer of this socket, in bytes (`SO_SNDBUF`).
+    #[cfg(test)]
+    pub fn sndbuf(&self) -> io::Result<usize> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` are valid for writes of their sizes; the fd is our open socket.
+        let r = unsafe { libc::getsockopt(self.fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, (&mut v as *mut libc::c_int).cast(), &mut len) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(v as usize)
+        }
     }
 
     fn fd(&self) -> RawFd {
@@ -216,5 +238,38 @@ impl io::Write for SendTo<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Asks for a send buffer of `bytes` on `fd` (`SO_SNDBUF`).
+fn set_sndbuf(fd: RawFd, bytes: libc::c_int) -> io::Result<()> {
+    // SAFETY: the option value is a c_int that lives for the call; the fd is our open socket.
+    let r = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, (&bytes as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_unix_socket_asks_for_a_send_buffer_larger_than_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peer.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let path = path.to_string_lossy().into_owned();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let ours = Socket::connect(&Endpoint::Unix(path.clone()), deadline, "test peer").unwrap().sndbuf().unwrap();
+        let plain = Socket { stream: Stream::Unix(UnixStream::connect(&path).unwrap()) }.sndbuf().unwrap();
+        // The kernel doubles what is asked, up to twice net.core.wmem_max.
+        let max = std::fs::read_to_string("/proc/sys/net/core/wmem_max").ok().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(usize::MAX);
+        let want = 2 * (UNIX_SNDBUF as usize).min(max);
+        assert!(ours >= want, "send buffer {ours} bytes, asked for {UNIX_SNDBUF} (at least {want} expected)");
+        assert!(ours > plain || plain >= want, "send buffer {ours} bytes, no larger than a plain Unix socket's {plain}");
     }
 }
