@@ -600,6 +600,7 @@ fn dedup(c: &Ctx<'_>, con: &mut redis::Connection) -> AnyResult<DedupReport> {
                 if skip {
                     cmd.arg("--skip-existing");
                 }
+                refs::die_with_bench(&mut cmd);
                 Ok(cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit()).spawn()?)
             };
             let wait = |child: std::process::Child| -> AnyResult<f64> {

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,9 +34,31 @@ impl Target {
     }
 }
 
+/// Makes the child `cmd` starts get SIGTERM when the bench's thread that started it ends, even
+/// when the bench is killed and no Drop runs: a valkey-server or valkey-benchmark of the bench
+/// never outlives it (an orphaned valkey-benchmark whose server had gone was seen spinning on a
+/// core). If the bench is already gone by the time the child runs, the child does not start.
+pub fn die_with_bench(cmd: &mut Command) {
+    let bench = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid) run between fork and exec, and the
+    // error needs no allocation.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != bench {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs `cmd` with a time limit; returns its stdout, or why it failed.
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<String, String> {
     let what = format!("{:?}", cmd.get_program());
+    die_with_bench(cmd);
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("cannot run {what}: {e}"))?;
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");

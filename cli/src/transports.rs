@@ -63,15 +63,15 @@ impl LocalServer {
         let (port, tls_port) = (free_port()?, free_port()?);
         let socket = d.join("valkey.sock");
         let p = |f: &str| d.join(f).to_string_lossy().into_owned();
-        let child = Command::new("valkey-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        let mut cmd = Command::new("valkey-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .args(["--dir", &p(""), "--logfile", &p("valkey.log"), "--unixsocket", &p("valkey.sock"), "--unixsocketperm", "700"])
             .args(["--tls-port", &tls_port.to_string(), "--tls-cert-file", &p("server.crt"), "--tls-key-file", &p("server.key")])
             .args(["--tls-ca-cert-file", &p("ca.crt"), "--tls-auth-clients", "no"])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start valkey-server: {e}"))?;
+            .stdout(Stdio::null());
+        refs::die_with_bench(&mut cmd);
+        let child = cmd.spawn().map_err(|e| format!("cannot start valkey-server: {e}"))?;
         let server = LocalServer { child, port, tls_port, socket, ca: d.join("ca.crt"), _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -213,3 +213,99 @@ fn bench_keeps_the_password_off_its_children_s_command_lines() {
 fn redis_with_password(port: u16, password: &str) -> redis::Connection {
     redis::Client::open(format!("redis://:{password}@127.0.0.1:{port}")).unwrap().get_connection().unwrap()
 }
+
+/// The children of process `pid` (all its threads), with their command names.
+fn children(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for c in list.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+            let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
+            out.push((c, comm.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// Whether `pid` still runs (a zombie waiting for its reaper does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+}
+
+/// Waits until `pid` has ended (a zombie counts as ended), at most 10 s; kills it if not.
+fn ended(pid: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let alive = running(pid);
+    if alive {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+    !alive
+}
+
+/// Waits (at most 60 s) for a child of `parent` named `comm` whose command line has `arg`.
+fn child_named(parent: &mut std::process::Child, comm: &str, arg: &[u8]) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = children(parent.id()).into_iter().find(|(pid, c)| {
+            // /proc's comm holds the first 15 bytes of the name
+            c.as_str() == &comm[..comm.len().min(15)] && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|l| l.windows(arg.len()).any(|w| w == arg))
+        });
+        if let Some((pid, _)) = found {
+            return pid;
+        }
+        assert!(parent.try_wait().unwrap().is_none(), "the bench ended before it started {comm}");
+        assert!(Instant::now() < deadline, "no {comm} started by the bench within 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `bench --transports` starts a valkey-server of its own; a bench killed outright (no Drop
+/// runs) must not leave it running.
+#[test]
+fn a_killed_transports_bench_takes_its_server_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_hicache-valkey"))
+        .args(["bench", "--transports", "--min-mib", "32", "--reps", "1"])
+        .env("TMPDIR", tmp.path()) // the server's directory, left behind by a killed bench
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = child_named(&mut bench, "valkey-server", b"--tls-port");
+    bench.kill().unwrap();
+    bench.wait().unwrap();
+    assert!(ended(server), "valkey-server {server} outlived the killed bench");
+}
+
+/// Nor a valkey-benchmark run (here a stand-in that sleeps for a minute) against a server that
+/// stays up.
+#[test]
+fn a_killed_bench_takes_its_valkey_benchmark_with_it() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let real = which("valkey-benchmark");
+    let script = format!("#!/bin/sh\ncase \"$*\" in *--csv*) exec sleep 61 ;; esac\nexec '{}' \"$@\"\n", real.display());
+    std::fs::write(bin.join("valkey-benchmark"), script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("valkey-benchmark"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let port = server.port.to_string();
+    let (json, svg) = (dir.path().join("b.json"), dir.path().join("b.svg"));
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_hicache-valkey"))
+        .args(["--host", "127.0.0.1", "--port", &port, "bench", "--quick", "--sizes", "64K", "--min-mib", "2", "--reps", "1", "--no-peer"])
+        .args(["--no-steady", "--no-checksum-cost", "--latency-samples", "20", "--json", json.to_str().unwrap(), "--plot", svg.to_str().unwrap()])
+        .env("PATH", &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let vb = child_named(&mut bench, "sleep", b"61");
+    bench.kill().unwrap();
+    bench.wait().unwrap();
+    assert!(ended(vb), "valkey-benchmark {vb} outlived the killed bench");
+}
