@@ -262,22 +262,28 @@ fn child_named(parent: &mut std::process::Child, comm: &str, arg: &[u8]) -> u32 
     }
 }
 
-/// `bench --transports` starts a valkey-server of its own; a bench killed outright (no Drop
-/// runs) must not leave it running.
-#[test]
-fn a_killed_transports_bench_takes_its_server_with_it() {
-    let tmp = tempfile::tempdir().unwrap();
+/// Starts the bench with `args` and `env`, waits for its child `comm` (one whose command line has
+/// `marker`), kills the bench outright (no Drop runs) and checks that the child ends too.
+fn a_killed_bench_leaves_no(comm: &str, marker: &[u8], args: &[&str], env: &[(&str, &std::ffi::OsStr)]) {
     let mut bench = Command::new(env!("CARGO_BIN_EXE_hicache-valkey"))
-        .args(["bench", "--transports", "--min-mib", "32", "--reps", "1"])
-        .env("TMPDIR", tmp.path()) // the server's directory, left behind by a killed bench
+        .args(args)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let server = child_named(&mut bench, "valkey-server", b"--tls-port");
+    let child = child_named(&mut bench, comm, marker);
     bench.kill().unwrap();
     bench.wait().unwrap();
-    assert!(ended(server), "valkey-server {server} outlived the killed bench");
+    assert!(ended(child), "{comm} {child} outlived the killed bench");
+}
+
+/// `bench --transports` starts a valkey-server of its own, which must not outlive the bench.
+#[test]
+fn a_killed_transports_bench_takes_its_server_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    // TMPDIR: the server's directory, left behind by a killed bench, goes with the test's.
+    a_killed_bench_leaves_no("valkey-server", b"--tls-port", &["bench", "--transports", "--min-mib", "32", "--reps", "1"], &[("TMPDIR", tmp.path().as_os_str())]);
 }
 
 /// Nor a valkey-benchmark run (here a stand-in that sleeps for a minute) against a server that
@@ -296,16 +302,7 @@ fn a_killed_bench_takes_its_valkey_benchmark_with_it() {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let port = server.port.to_string();
     let (json, svg) = (dir.path().join("b.json"), dir.path().join("b.svg"));
-    let mut bench = Command::new(env!("CARGO_BIN_EXE_hicache-valkey"))
-        .args(["--host", "127.0.0.1", "--port", &port, "bench", "--quick", "--sizes", "64K", "--min-mib", "2", "--reps", "1", "--no-peer"])
-        .args(["--no-steady", "--no-checksum-cost", "--latency-samples", "20", "--json", json.to_str().unwrap(), "--plot", svg.to_str().unwrap()])
-        .env("PATH", &path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let vb = child_named(&mut bench, "sleep", b"61");
-    bench.kill().unwrap();
-    bench.wait().unwrap();
-    assert!(ended(vb), "valkey-benchmark {vb} outlived the killed bench");
+    let mut args = vec!["--host", "127.0.0.1", "--port", &port, "bench", "--quick", "--sizes", "64K", "--min-mib", "2", "--reps", "1", "--no-peer"];
+    args.extend(["--no-steady", "--no-checksum-cost", "--latency-samples", "20", "--json", json.to_str().unwrap(), "--plot", svg.to_str().unwrap()]);
+    a_killed_bench_leaves_no("sleep", b"61", &args, &[("PATH", path.as_ref())]);
 }
