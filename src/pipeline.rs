@@ -83,6 +83,28 @@ impl<'a> WriteQueue<'a> {
         }
     }
 
+    /// Queues `SET key value`, the value being `head` (our header) followed by `segments`:
+    /// the RESP framing and `head` go into the arena, the segments are borrowed as they are.
+    fn push_set(&mut self, asking: bool, key: &[&[u8]], head: &[u8], segments: &'a [IoSlice<'a>]) {
+        let mark = self.arena.len();
+        if asking {
+            self.arena.extend_from_slice(ASKING);
+        }
+        push_array_header(&mut self.arena, 3);
+        push_bulk(&mut self.arena, &[b"SET"]);
+        push_bulk(&mut self.arena, key);
+        let len = head.len() + segments.iter().map(|s| s.len()).sum::<usize>();
+        push_bulk_header(&mut self.arena, len as u64);
+        self.arena.extend_from_slice(head);
+        self.seal_arena(mark);
+        for seg in segments {
+            self.borrow(seg);
+        }
+        let mark = self.arena.len();
+        self.arena.extend_from_slice(b"\r\n");
+        self.seal_arena(mark);
+    }
+
     fn wants_flush(&self) -> bool {
         self.bytes >= FLUSH_BYTES || self.pieces.len() >= MAX_IOV
     }
@@ -265,22 +287,7 @@ pub fn set(
                 value_format,
                 checksum: cfg.checksum.then(|| checksum_slices(values[next])),
             };
-            let mark = q.arena.len();
-            if asking {
-                q.arena.extend_from_slice(ASKING);
-            }
-            push_array_header(&mut q.arena, 3);
-            push_bulk(&mut q.arena, &[b"SET"]);
-            push_bulk(&mut q.arena, &[prefix, keys[next]]);
-            push_bulk_header(&mut q.arena, HEADER_LEN as u64 + payload);
-            q.arena.extend_from_slice(&header.encode());
-            q.seal_arena(mark);
-            for seg in values[next] {
-                q.borrow(seg);
-            }
-            let mark = q.arena.len();
-            q.arena.extend_from_slice(b"\r\n");
-            q.seal_arena(mark);
+            q.push_set(asking, &[prefix, keys[next]], &header.encode(), values[next]);
             in_flight.push_back(next);
             unacked += payload;
             next += 1;
@@ -512,27 +519,14 @@ pub fn exists(
 mod tests {
     use super::*;
 
-    /// Queues one 64 KiB value the way `set` does: its command head, the payload, the CRLF.
-    fn queue_value<'a>(q: &mut WriteQueue<'a>, payload: &'a [u8]) {
-        let mark = q.arena.len();
-        push_array_header(&mut q.arena, 3);
-        push_bulk(&mut q.arena, &[b"SET"]);
-        push_bulk(&mut q.arena, &[b"k"]);
-        push_bulk_header(&mut q.arena, payload.len() as u64);
-        q.seal_arena(mark);
-        q.borrow(payload);
-        let mark = q.arena.len();
-        q.arena.extend_from_slice(b"\r\n");
-        q.seal_arena(mark);
-    }
-
     #[test]
     fn values_of_64_kib_are_written_four_at_a_time() {
         let payload = vec![7u8; 64 << 10];
+        let value = [IoSlice::new(&payload)];
         let mut q = WriteQueue::new();
         let mut queued = 0;
         while !q.wants_flush() {
-            queue_value(&mut q, &payload);
+            q.push_set(false, &[b"k"], &[0; HEADER_LEN], &value);
             queued += 1;
             assert!(queued <= 16, "no write after 16 values of 64 KiB");
         }
