@@ -1,7 +1,8 @@
 /*
  * test_unix_socket: the same zero-copy round trip over the server's Unix domain socket
  * (HV_TEST_SOCKET, set by scripts/ctest.sh, which starts the server with --unixsocket): open
- * with socket_path and with a unix:// URL, 8 values of 2 segments (256 KiB each), byte-exact,
+ * with socket_path and with a unix:// URL, 8 values of 2 segments (1 MiB each: 8 MiB, more than
+ * the 2 MiB send buffer the library asks for, so writes wait for the server), byte-exact,
  * exists, stats, clear; a socket path where nothing listens is HICACHE_STATUS_CONNECTION naming
  * the path.
  */
@@ -9,7 +10,7 @@
 
 #define N 8
 
-static const size_t SIZES[2] = {128 << 10, 128 << 10};
+static const size_t SIZES[2] = {512 << 10, 512 << 10};
 
 static void round_trip(hicache_valkey *h) {
     hv_keybuf kb[N];
