@@ -82,9 +82,15 @@ impl Socket {
         let socket = Socket { stream };
         let setup = match &socket.stream {
             Stream::Tcp(s) => s.set_nodelay(true).and_then(|_| s.set_nonblocking(true)),
-            Stream::Unix(s) => s.set_nonblocking(true).and_then(|_| set_sndbuf(s.as_raw_fd(), UNIX_SNDBUF)),
+            Stream::Unix(s) => s.set_nonblocking(true),
         };
         setup.map_err(|e| Error::new(ErrorKind::Connection, format!("{server}: cannot set up the socket: {e}")))?;
+        if let Stream::Unix(s) = &socket.stream {
+            // Only speed depends on it: a refusal is logged, not a failed connection.
+            if let Err(e) = set_sndbuf(s.as_raw_fd(), UNIX_SNDBUF) {
+                tracing::debug!(server, error = %e, "cannot enlarge the Unix socket's send buffer");
+            }
+        }
         Ok(socket)
     }
 
