@@ -207,7 +207,7 @@ pub fn run(c: &Ctx<'_>) -> AnyResult<Option<DeployReport>> {
 
 fn run_steady(c: &Ctx<'_>, con: &mut redis::Connection) -> AnyResult<DeployReport> {
     let mut rep = DeployReport { maxmemory_bytes: c.maxmemory, policy: "allkeys-lru".into(), ..Default::default() };
-    fill(c)?;
+    fill(c, 1 << 20)?;
     let evicted0 = info_field(con, "stats", "evicted_keys").unwrap_or(0);
     let used = info_field(con, "memory", "used_memory").unwrap_or(0);
     progress(&format!("steady state: server filled to {} MiB of {} MiB maxmemory, {evicted0} keys evicted so far", used >> 20, c.maxmemory >> 20));
@@ -230,8 +230,8 @@ fn run_steady(c: &Ctx<'_>, con: &mut redis::Connection) -> AnyResult<DeployRepor
         // after the 16 KiB figure at 0.9 GB/s, the next ones 2.1-2.4; valkey-benchmark's first
         // SET 1.3-1.6 against 2.0-2.7; a 256 MiB warm-up was not enough). So the server is filled
         // past maxmemory again with this size's pages, unmeasured, before any figure of it.
-        let refill = Plan { min_bytes: c.maxmemory * 5 / 4, ..one.clone() };
-        measure_ours_steady(&Handle::open(c.opts)?, size, &refill, c.args, c.pid, "steady refill", 1 + (si * 64 + 63) as u64)?;
+        progress(&format!("steady state: refilling the server with {} pages", size_label(size)));
+        fill(c, size)?;
         for rep_i in 0..reps {
             let epoch = 1 + (si * 64 + rep_i) as u64;
             // A handle of its own per repetition, as every reference makes new connections each
@@ -410,16 +410,16 @@ fn merge(into: &mut OpFigures, from: &OpFigures) {
     into.client_cpu.extend(&from.client_cpu);
 }
 
-/// Writes 1.25 × maxmemory of 1 MiB filler pages, so every later write evicts.
-fn fill(c: &Ctx<'_>) -> AnyResult<()> {
-    let size = 1 << 20;
-    let pages = 64;
+/// Writes 1.25 × maxmemory of filler pages of `size` bytes, so every later write evicts (and
+/// evicts pages of that size).
+fn fill(c: &Ctx<'_>, size: usize) -> AnyResult<()> {
+    let pages = ((64 << 20) / size).clamp(1, 128);
     let buf = Buffers::new(size, pages, 1, 3);
     let segs = Buffers::segs(buf.src.as_ptr() as *mut u8, size, pages, 1);
     let batches = (c.maxmemory * 5 / 4).div_ceil((size * pages) as u64);
     let mut out = vec![0i32; pages];
     for b in 0..batches {
-        let keys: Vec<Vec<u8>> = (0..pages).map(|i| format!("filler-{b:08}-{i:04}").into_bytes()).collect();
+        let keys: Vec<Vec<u8>> = (0..pages).map(|i| format!("filler-{size}-{b:08}-{i:04}").into_bytes()).collect();
         c.h.batch_set(&Batch::new(&keys, &segs), &mut out)?;
     }
     Ok(())
@@ -649,7 +649,7 @@ fn dedup(c: &Ctx<'_>, con: &mut redis::Connection) -> AnyResult<DedupReport> {
     // The server has just been cleared: while its memory grows back to maxmemory (page faults,
     // no eviction yet) writes ran at half speed, whichever handle went first. Fill it past
     // maxmemory again, then one unmeasured pass of each.
-    fill(c)?;
+    fill(c, 1 << 20)?;
     for (k, with_skip) in [false, true].into_iter().enumerate() {
         measure_ours_steady(&open(with_skip)?, size, &one, c.args, c.pid, "new pages, warm-up", 4990 + k as u64)?;
     }
